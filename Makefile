@@ -1,0 +1,26 @@
+# Set-up and everyday targets. `make demo` and `make test` work on a fresh machine with python3.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+$(BIN)/ultraforge: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: install demo test lint bench
+install: $(BIN)/ultraforge
+
+demo: install
+	$(BIN)/ultraforge demo
+
+test: install
+	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 $(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check flows tasks infra tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/gateway_throughput.py
+	$(BIN)/python benchmarks/gateway_overhead.py

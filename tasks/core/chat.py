@@ -1,0 +1,51 @@
+"""Records for one chat-completion request and its outcome, shared by the gateway and the flows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.core.ids import content_key
+
+
+class ChatRequest(BaseModel):
+    """One paid call. `sample_index` separates deliberate repeats (re-asks, extra samples)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(description="Pool model name (a key of the pool's `models`).")
+    messages: tuple[dict[str, Any], ...]
+    params: dict[str, Any] = Field(default_factory=dict, description="Sampling parameters.")
+    sample_index: int = 0
+
+    def key(self, api_model: str, params: dict[str, Any]) -> str:
+        """Content key of the call as sent: API model name, messages, resolved params, index."""
+        return content_key(api_model, list(self.messages), params, self.sample_index)
+
+
+class Usage(BaseModel):
+    """Token usage as reported by the endpoint."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ChatResult(BaseModel):
+    """What came back for a ChatRequest. `error` is set (and `text` None) when it failed."""
+
+    key: str
+    model: str
+    api_model: str
+    endpoint: str
+    text: str | None = None
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+    attempts: int = 0
+    from_journal: bool = False
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

@@ -1,0 +1,22 @@
+"""Content-addressed ids: the same content always gets the same id, on any machine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def canonical_json(obj: Any) -> str:
+    """Serialise `obj` so that equal values give equal text (sorted keys, no spaces)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_key(*parts: Any) -> str:
+    """sha256 hex of the canonical JSON of `parts`."""
+    return hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest()
+
+
+def prompt_id(text: str) -> str:
+    """sha256 hex of the prompt's UTF-8 bytes: the id HF's derived sets use (SPEC §4)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

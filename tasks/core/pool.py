@@ -1,0 +1,107 @@
+"""The model pool and its endpoints, as validated configuration (YAML → pydantic, extra keys rejected)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tasks.core.yamlconf import load_yaml_model
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Limits(Strict):
+    """Budgets for one (endpoint, model) bucket. Omit rpm/tpm for endpoints that send no limits."""
+
+    rpm: int | None = Field(default=None, gt=0, description="Requests per minute.")
+    tpm: int | None = Field(default=None, gt=0, description="Tokens per minute (prompt + max_tokens).")
+    max_concurrency: int = Field(default=256, gt=0, description="Ceiling on requests in flight.")
+    initial_concurrency: int = Field(default=16, gt=0, description="AIMD start when no headers come.")
+    refund_unused_tokens: bool = Field(
+        default=False, description="Whether the endpoint refunds unused max_tokens reservation.")
+
+
+class Price(Strict):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(default=0.0, ge=0)
+    output_per_mtok: float = Field(default=0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+class Endpoint(Strict):
+    """An OpenAI-compatible base URL plus how to authenticate and pace requests to it."""
+
+    base_url: str
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable that holds the key.")
+    api_key_secret: str | None = Field(
+        default=None, description="Name of a Prefect Secret block holding the key (instead of env).")
+    limits: Limits = Field(default_factory=Limits)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1, description="Tries per request for retryable errors.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        u = urlparse(v)
+        if u.scheme not in ("http", "https") or not u.netloc:
+            raise ValueError(f"malformed URL {v!r}: expected http(s)://host[:port]/path")
+        return v.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not v.replace("_", "").isalnum():
+            raise ValueError(f"{v!r} is not an environment variable name (it should name the "
+                             "variable holding the key, never the key itself)")
+        return v
+
+
+class ModelSpec(Strict):
+    """One model of the pool: where it is served, what it costs, how it samples by default."""
+
+    endpoint: str
+    api_model: str | None = Field(default=None, description="Name sent to the API; default: key.")
+    price: Price = Field(default_factory=Price)
+    sampling: dict[str, Any] = Field(default_factory=lambda: {
+        "temperature": 1.0, "top_p": 1.0, "max_tokens": 1024})
+    limits: Limits | None = Field(default=None, description="Overrides the endpoint's limits.")
+
+
+class PoolConfig(Strict):
+    """Endpoints and the models served on them."""
+
+    endpoints: dict[str, Endpoint]
+    models: dict[str, ModelSpec]
+
+    @model_validator(mode="after")
+    def _endpoints_exist(self) -> PoolConfig:
+        for name, spec in self.models.items():
+            if spec.endpoint not in self.endpoints:
+                raise ValueError(f"model {name!r} names unknown endpoint {spec.endpoint!r} "
+                                 f"(known: {', '.join(self.endpoints)})")
+        return self
+
+    def api_model(self, name: str) -> str:
+        return self.models[name].api_model or name
+
+    def limits(self, name: str) -> Limits:
+        spec = self.models[name]
+        return spec.limits or self.endpoints[spec.endpoint].limits
+
+    def with_base_url(self, base_url: str) -> PoolConfig:
+        """A copy with every endpoint pointed at `base_url` (demo/tests: all models on one server)."""
+        eps = {k: e.model_copy(update={"base_url": base_url.rstrip("/")})
+               for k, e in self.endpoints.items()}
+        return self.model_copy(update={"endpoints": eps})
+
+    @classmethod
+    def load(cls, path: str | Path) -> PoolConfig:
+        return load_yaml_model(path, cls)

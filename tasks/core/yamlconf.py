@@ -1,0 +1,94 @@
+"""YAML → pydantic with errors that name the file, the line, the key and a hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tasks.adapters.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _node_at(root: yaml.Node | None, loc: tuple) -> yaml.Node | None:
+    """Walk the composed YAML tree along a pydantic error location; the deepest node found.
+
+    For the last element of a mapping the key node is returned, so unknown keys point at
+    their own line.
+    """
+    node = root
+    for i, part in enumerate(loc):
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if str(k.value) == str(part)), None)
+            if pair is None:
+                return node
+            node = pair[0] if i == len(loc) - 1 else pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _is_model(ann: object) -> bool:
+    return isinstance(ann, type) and issubclass(ann, BaseModel)
+
+
+def _inner_model(ann: object) -> object:
+    """The pydantic model inside Optional[...]/dict[..., M]/list[M], or `ann` itself."""
+    return next((a for a in reversed(getattr(ann, "__args__", ()) or ()) if _is_model(a)), ann)
+
+
+def _hint(model_cls: type[BaseModel], loc: tuple, err_type: str) -> str:
+    """For an unknown key: list the keys allowed where it stands."""
+    if err_type != "extra_forbidden":
+        return ""
+    ann: object = model_cls
+    for part in loc[:-1]:
+        if _is_model(ann):
+            field = ann.model_fields.get(str(part))  # type: ignore[union-attr]
+            if field is None:
+                return ""
+            ann = field.annotation
+            origin = getattr(ann, "__origin__", None)
+            if origin not in (dict, list):
+                ann = _inner_model(ann)
+        else:  # a dict key or list index: step into the container's value type
+            ann = _inner_model(ann)
+    if _is_model(ann):
+        return f" (allowed keys: {', '.join(ann.model_fields)})"  # type: ignore[union-attr]
+    return ""
+
+
+def parse_yaml_model(text: str, model_cls: type[M], source: str) -> M:
+    """Validate YAML text into `model_cls`; raise ConfigError naming source:line and the key."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            node = _node_at(root, loc)
+            line = f":{node.start_mark.line + 1}" if node is not None else ""
+            key = ".".join(str(p) for p in loc) or "<root>"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{source}{line}: {key}: {msg}{_hint(model_cls, loc, err['type'])}")
+        raise ConfigError("; ".join(lines)) from None
+
+
+def load_yaml_model(path: str | Path, model_cls: type[M]) -> M:
+    """Read a YAML file and validate it (see parse_yaml_model)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_yaml_model(text, model_cls, str(path))
