@@ -12,4 +12,5 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.sim",
+    "tests.fixtures.prefect",
 ]

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_region: str = "us-east-1"
+    endpoint_base_url: str | None = Field(
+        default=None, description="Point every pool endpoint at this URL (demo, tests, one vLLM).")
 
     @property
     def lake(self) -> str:

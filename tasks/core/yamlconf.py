@@ -92,3 +92,33 @@ def load_yaml_model(path: str | Path, model_cls: type[M]) -> M:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     return parse_yaml_model(text, model_cls, str(path))
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `--set a.b.c=value` overrides to nested dict `data` (values parsed as YAML scalars)."""
+    out = dict(data)
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        node = out
+        parts = path.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def load_recipe(path: str | Path, model_cls: type[M], overrides: list[str] = ()) -> M:
+    """Load a recipe YAML, apply `--set` overrides, validate (errors name file and key)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if not overrides:
+        return parse_yaml_model(text, model_cls, str(path))
+    data = apply_overrides(yaml.safe_load(text) or {}, list(overrides))
+    return parse_yaml_model(yaml.safe_dump(data, sort_keys=False), model_cls, f"{path} (with --set)")
