@@ -28,3 +28,18 @@ def main() -> None:
 @main.group()
 def run() -> None:
     """Run one flow of the factory."""
+
+
+@main.command()
+@click.option("--preset", default="tier3", show_default=True,
+              help="tier1..tier5 (approximate OpenAI tiers), vllm, unlimited.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8900, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting, e.g. faults.rate_429=0.05 or limits.rpm=6000.")
+def sim(preset: str, host: str, port: int, seed: int, overrides: tuple[str, ...]) -> None:
+    """Serve the OpenAI-compatible simulator until interrupted."""
+    from infra.simulator.server import serve
+
+    serve(preset=preset, host=host, port=port, seed=seed, overrides=list(overrides))

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tasks.core.yamlconf import load_yaml_model
 
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

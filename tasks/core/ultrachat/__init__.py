@@ -1,0 +1,1 @@
+"""UltraChat, pure parts: recipe, openings, dedup, the dialogue state machine, filters, exports."""

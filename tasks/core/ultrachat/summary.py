@@ -1,0 +1,66 @@
+"""Tables for the run summary: dialogues by sector, rounds histogram, stop reasons, usage by role."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from tasks.core.chat import ChatResult
+from tasks.core.ultrachat.dialogue import STOP_REASONS, DialogueRecord
+from tasks.core.ultrachat.filters import Reject
+from tasks.core.ultrachat.recipe import SECTORS
+
+
+def by_sector(dialogues: list[DialogueRecord], kept: list[DialogueRecord],
+              rejects: list[Reject]) -> list[dict[str, Any]]:
+    made, ok, bad = (Counter(d.sector for d in xs) for xs in (dialogues, kept, rejects))
+    rounds: dict[str, list[int]] = defaultdict(list)
+    for d in kept:
+        rounds[d.sector].append(d.rounds)
+    return [{"sector": s, "dialogues": made[s], "kept": ok[s], "rejected": bad[s],
+             "mean_rounds_kept": round(sum(rounds[s]) / len(rounds[s]), 2) if rounds[s] else 0.0}
+            for s in SECTORS if made[s]]
+
+
+def rounds_histogram(kept: list[DialogueRecord]) -> list[dict[str, Any]]:
+    counts = Counter((d.sector, d.rounds) for d in kept)
+    return [{"sector": s, "rounds": r, "dialogues": n}
+            for (s, r), n in sorted(counts.items(), key=lambda kv: (SECTORS.index(kv[0][0]), kv[0][1]))]
+
+
+def stop_reasons(dialogues: list[DialogueRecord]) -> list[dict[str, Any]]:
+    counts = Counter((d.stop_reason, d.stop_role or "") for d in dialogues)
+    total = len(dialogues) or 1
+    order = {r: i for i, r in enumerate(STOP_REASONS)}
+    return [{"stop_reason": r, "role": role, "dialogues": n, "share": round(n / total, 4)}
+            for (r, role), n in sorted(counts.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1]))]
+
+
+def merge_usage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sum usage rows (role, model, requests, from_journal, failed, tokens, cost) by role and model."""
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        k = (r["role"], r["model"])
+        a = acc.setdefault(k, {"role": r["role"], "model": r["model"], "requests": 0,
+                               "from_journal": 0, "failed": 0, "prompt_tokens": 0,
+                               "completion_tokens": 0, "cost_usd": 0.0})
+        for f in ("requests", "from_journal", "failed", "prompt_tokens", "completion_tokens"):
+            a[f] += int(r.get(f) or 0)
+        a["cost_usd"] = round(a["cost_usd"] + float(r.get("cost_usd") or 0.0), 6)
+    return [acc[k] for k in sorted(acc)]
+
+
+def usage_of(role: str, results: list[ChatResult],
+             cost: Callable[[str, int, int], float]) -> list[dict[str, Any]]:
+    """Usage rows for one role's results: paid requests and their tokens/cost, journal replays,
+    failures (the same counting as the gateway's own usage())."""
+    rows = []
+    for r in results:
+        paid = r.ok and not r.from_journal
+        pt, ct = (r.usage.prompt_tokens, r.usage.completion_tokens) if paid else (0, 0)
+        rows.append({"role": role, "model": r.model, "requests": int(paid),
+                     "from_journal": int(r.from_journal), "failed": int(not r.ok),
+                     "prompt_tokens": pt, "completion_tokens": ct,
+                     "cost_usd": cost(r.model, pt, ct) if paid else 0.0})
+    return merge_usage(rows)

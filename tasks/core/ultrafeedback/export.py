@@ -1,0 +1,139 @@
+"""The raw export: records in the exact UltraFeedback shape of SPEC §1, plus their Arrow schema.
+
+One record per prompt that has at least one completion:
+`{source, instruction, models, completions[{model, principle, custom_system_prompt, response,
+annotations{<aspect>: {...} | null}, critique, overall_score, fine-grained_score}],
+correct_answers, incorrect_answers}`.
+
+- `models` and `completions` are in plan rank order; a completion that failed for good is left
+  out (the released data also has rows with fewer than 4 completions, SPEC §4).
+- `annotations` holds the recipe's aspects (the four of SPEC §1, or `overall-rating` in that
+  mode); an aspect whose reply never parsed is `null`. `Type: None` is `["None"]` (see parse.py).
+- `critique` / `overall_score` are null when the critique pass is off or never parsed.
+- `fine-grained_score` = mean of the numeric `Rating`s, skipping `N/A` and unparsed aspects;
+  null when nothing was rated (SPEC §1: "can be NaN or None").
+- `correct_answers` / `incorrect_answers` are `["None"]` when the source has none (SPEC §1).
+- Records are sorted by prompt_id; with fixed inputs the JSONL text and Parquet bytes are fixed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from statistics import fmean
+from typing import Any
+
+import pyarrow as pa
+
+from tasks.core.ids import prompt_id
+from tasks.core.ultrafeedback.intake import PromptRecord
+from tasks.core.ultrafeedback.judge import TYPED_ASPECTS
+from tasks.core.ultrafeedback.plan import PlanItem
+
+_UNTYPED = pa.struct([("Rating", pa.string()), ("Rationale", pa.string())])
+_TYPED = pa.struct([("Type", pa.list_(pa.string())), ("Rationale", pa.string()),
+                    ("Rating", pa.string()), ("Rationale For Rating", pa.string())])
+
+
+def export_schema(aspects: Iterable[str]) -> pa.Schema:
+    """Arrow schema of the export for these annotation aspects."""
+    annotations = pa.struct([(a, _TYPED if a in TYPED_ASPECTS else _UNTYPED) for a in aspects])
+    completion = pa.struct([
+        ("model", pa.string()), ("principle", pa.string()),
+        ("custom_system_prompt", pa.string()), ("response", pa.string()),
+        ("annotations", annotations), ("critique", pa.string()),
+        ("overall_score", pa.float64()), ("fine-grained_score", pa.float64()),
+    ])
+    return pa.schema([
+        ("source", pa.string()), ("instruction", pa.string()), ("models", pa.list_(pa.string())),
+        ("completions", pa.list_(completion)), ("correct_answers", pa.list_(pa.string())),
+        ("incorrect_answers", pa.list_(pa.string())),
+    ])
+
+
+def fine_grained_score(annotations: dict[str, dict | None]) -> float | None:
+    """Mean of the integer ratings, skipping N/A and missing aspects; None if none."""
+    ratings = [int(a["Rating"]) for a in annotations.values()
+               if a is not None and str(a.get("Rating", "")).isdigit()]
+    return fmean(ratings) if ratings else None
+
+
+def build_record(prompt: PromptRecord, items: list[PlanItem], responses: dict[str, str],
+                 annotations: dict[tuple[str, str], dict | None],
+                 critiques: dict[str, tuple[str | None, float | None]],
+                 aspects: tuple[str, ...]) -> dict[str, Any] | None:
+    """The export record of one prompt, or None when none of its completions exist.
+
+    Args:
+        items: the prompt's plan items in rank order.
+        responses: completion_id → response text (successful completions only).
+        annotations: (completion_id, aspect) → annotation dict, or None if unparsed.
+        critiques: completion_id → (critique text, overall score).
+    """
+    completions = []
+    for item in sorted(items, key=lambda it: it.rank):
+        if item.completion_id not in responses:
+            continue
+        ann = {a: annotations.get((item.completion_id, a)) for a in aspects}
+        critique, score = critiques.get(item.completion_id, (None, None))
+        completions.append({
+            "model": item.model,
+            "principle": item.principle,
+            "custom_system_prompt": item.custom_system_prompt,
+            "response": responses[item.completion_id],
+            "annotations": ann,
+            "critique": critique,
+            "overall_score": score,
+            "fine-grained_score": fine_grained_score(ann),
+        })
+    if not completions:
+        return None
+    return {
+        "source": prompt.source,
+        "instruction": prompt.instruction,
+        "models": [c["model"] for c in completions],
+        "completions": completions,
+        "correct_answers": list(prompt.correct_answers) or ["None"],
+        "incorrect_answers": list(prompt.incorrect_answers) or ["None"],
+    }
+
+
+def sort_key(record: dict[str, Any]) -> tuple[str, str]:
+    """Deterministic export order: by prompt_id (sha256 of the instruction)."""
+    return (prompt_id(record["instruction"]), record["source"])
+
+
+def to_jsonl(records: list[dict[str, Any]]) -> bytes:
+    """One JSON object per line, UTF-8, keys in SPEC order, trailing newline."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+
+
+def to_arrow(records: list[dict[str, Any]], aspects: tuple[str, ...]) -> pa.Table:
+    return pa.Table.from_pylist(records, schema=export_schema(aspects))
+
+
+def rating_histogram(records: list[dict[str, Any]],
+                     aspects: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Per aspect: how many completions got each Rating (1-5, N/A) or stayed unparsed."""
+    rows = []
+    for aspect in aspects:
+        counts: Counter[str] = Counter()
+        for rec in records:
+            for c in rec["completions"]:
+                a = c["annotations"].get(aspect)
+                counts[a["Rating"] if a else "unparsed"] += 1
+        rows.append({"aspect": aspect, **{k: counts.get(k, 0)
+                                          for k in ("1", "2", "3", "4", "5", "N/A", "unparsed")}})
+    return rows
+
+
+def score_histogram(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How many completions got each critique overall_score (floored to 1-10) or none."""
+    scores: Counter[str] = Counter()
+    for rec in records:
+        for c in rec["completions"]:
+            s = c["overall_score"]
+            scores["none" if s is None else str(int(s))] += 1
+    return [{"overall_score": k, "completions": scores[k]}
+            for k in [*map(str, range(1, 11)), "none"] if scores.get(k)]

@@ -1,0 +1,112 @@
+"""Prompt intake: mapped source rows → PromptRecord, or a Quarantined row naming field and reason.
+
+`prompt_id = sha256(instruction UTF-8)` (SPEC §1, §4), over the instruction exactly as read (no
+stripping), so ids match the HF-derived sets. Duplicates keep their first occurrence (sources in
+recipe order, rows in file order) and are counted, not quarantined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from tasks.core.ids import canonical_json, prompt_id
+
+RAW_PREVIEW_CHARS = 500
+
+
+class PromptRecord(BaseModel):
+    """One prompt ready for planning."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt_id: str
+    source: str
+    instruction: str
+    correct_answers: list[str] = []
+    incorrect_answers: list[str] = []
+    origin: str
+    row: int
+
+
+class Quarantined(BaseModel):
+    """A source row that could not become a prompt: where it came from and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    origin: str
+    row: int
+    field: str
+    reason: str
+    raw: str
+
+
+def _preview(value: Any) -> str:
+    try:
+        text = canonical_json(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text[:RAW_PREVIEW_CHARS]
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _answers(value: Any, field: str) -> list[str] | str:
+    """A list of strings, or an error message."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return [v for v in value if v.strip()]
+    return f"{field}: expected a list of strings, got {_type_name(value)}"
+
+
+def to_prompt(origin: str, row: int, data: dict[str, Any], *, source: str | None,
+              max_chars: int) -> PromptRecord | Quarantined:
+    """Validate one mapped row (`data` keys: instruction, source, correct/incorrect_answers)."""
+
+    def bad(field: str, reason: str) -> Quarantined:
+        return Quarantined(origin=origin, row=row, field=field, reason=reason, raw=_preview(data))
+
+    if "instruction" not in data:
+        return bad("instruction", "missing")
+    text = data["instruction"]
+    if not isinstance(text, str):
+        return bad("instruction", f"expected a string, got {_type_name(text)}")
+    if not text.strip():
+        return bad("instruction", "empty")
+    if len(text) > max_chars:
+        return bad("instruction", f"{len(text)} characters, over the limit of {max_chars}")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return bad("instruction", "not valid UTF-8")
+    label = source if source is not None else data.get("source")
+    if not isinstance(label, str) or not label.strip():
+        return bad("source", "no source label: set `source:` on the recipe source or map "
+                   f"fields.source to a string column (got {_type_name(label)})")
+    answers = {}
+    for field in ("correct_answers", "incorrect_answers"):
+        parsed = _answers(data.get(field), field)
+        if isinstance(parsed, str):
+            return bad(field, parsed.split(": ", 1)[1])
+        answers[field] = parsed
+    return PromptRecord(prompt_id=prompt_id(text), source=label.strip(), instruction=text,
+                        origin=origin, row=row, **answers)
+
+
+def dedupe(records: Iterable[PromptRecord]) -> tuple[list[PromptRecord], int]:
+    """First occurrence of each prompt_id, in input order, and the number of duplicates dropped."""
+    seen: set[str] = set()
+    out: list[PromptRecord] = []
+    dropped = 0
+    for rec in records:
+        if rec.prompt_id in seen:
+            dropped += 1
+            continue
+        seen.add(rec.prompt_id)
+        out.append(rec)
+    return out, dropped

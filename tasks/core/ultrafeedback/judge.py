@@ -1,0 +1,178 @@
+"""Judge requests: rubric rendering, world knowledge, seeded shuffles, re-asks, critique prompts.
+
+Templates are ours, under `tasks/core/templates/ultrafeedback/` (jinja2, StrictUndefined):
+`judge_system.j2` + one rubric per aspect (`instruction_following`, `honesty`, `truthfulness`,
+`helpfulness`, `overall_rating`), each ending with `## Annotation` and the texts labelled
+`<text 1>` … `<text N>`; `critique_system.j2` + `critique.j2` for the 1-10 teacher pass.
+
+- **One call per (prompt, aspect)** rates all of the prompt's completions together, shown in a
+  seeded order (`shuffle_order`) and mapped back by the caller (SPEC §3a, SHUFFLE_NUM=1).
+- **World knowledge** goes to the truthfulness rubric only, as in the published code: TruthfulQA's
+  correct and incorrect answers, FalseQA's false-premise note, FLAN's reference answers.
+- **Re-asks** after an unparseable reply are distinct paid calls: `sample_index = attempt` and a
+  short format reminder appended to the last user message (it stays the message holding the
+  texts, so the reply contract is unchanged).
+- **Ids** (`annotation_id`, `critique_id`) cover the rendered messages (so the responses and the
+  rubric text), the judge model and its sampling: editing a rubric or regenerating a response
+  re-judges instead of reusing stale rows.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pydantic import BaseModel, ConfigDict
+
+from tasks.core.chat import ChatRequest
+from tasks.core.ids import content_key
+from tasks.core.ultrafeedback.intake import PromptRecord
+from tasks.core.ultrafeedback.parse import RatingsParse, parse_ratings
+from tasks.core.ultrafeedback.principles import critique_note
+from tasks.core.ultrafeedback.recipe import OVERALL_ASPECT, JudgeSpec
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "ultrafeedback"
+TYPED_ASPECTS = frozenset({"truthfulness", "helpfulness"})
+NA_ASPECTS = frozenset({"honesty"})
+NO_KNOWLEDGE = ("No additional world knowledge is provided for this instruction; "
+                "rely on your own knowledge.")
+FALSE_PREMISE = ("The question is based on a false premise: what it takes for granted is not "
+                 "true, so a good answer points this out instead of answering as asked.")
+
+
+@cache
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=False,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+def _render(name: str, **values: Any) -> str:
+    return _env().get_template(name).render(**values).strip()
+
+
+def template_name(aspect: str) -> str:
+    return "overall_rating.j2" if aspect == OVERALL_ASPECT else f"{aspect}.j2"
+
+
+def world_knowledge(prompt: PromptRecord) -> str:
+    """The truthfulness rubric's world-knowledge block for this prompt's source."""
+    if prompt.source == "false_qa":
+        return FALSE_PREMISE
+    lines = []
+    if prompt.correct_answers:
+        lines.append("Correct answers: " + "; ".join(prompt.correct_answers))
+    if prompt.incorrect_answers:
+        lines.append("Incorrect answers: " + "; ".join(prompt.incorrect_answers))
+    return "\n".join(lines) if lines else NO_KNOWLEDGE
+
+
+def shuffle_order(seed: int, prompt_id: str, aspect: str, completion_ids: list[str]) -> list[int]:
+    """`order[j]` = index (in `completion_ids`) of the completion shown as text j+1."""
+    return sorted(range(len(completion_ids)), key=lambda i: content_key(
+        "ultrafeedback/shuffle", seed, prompt_id, aspect, completion_ids[i]))
+
+
+def with_reask(messages: tuple[dict[str, Any], ...], attempt: int,
+               n_texts: int | None) -> tuple[dict[str, Any], ...]:
+    """Messages for attempt `attempt` (0 = first ask): a format reminder on the last user turn."""
+    if attempt == 0:
+        return messages
+    last = dict(messages[-1])
+    last["content"] = last["content"] + _env().get_template("reask.j2").render(n=n_texts)
+    return (*messages[:-1], last)
+
+
+class AnnotationJob(BaseModel):
+    """One (prompt, aspect) rating call over all of the prompt's completions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    annotation_id: str
+    prompt_id: str
+    aspect: str
+    completion_ids: list[str]
+    order: list[int]
+    messages: tuple[dict[str, Any], ...]
+    judge_model: str
+    params: dict[str, Any]
+
+    def request(self, attempt: int) -> ChatRequest:
+        return ChatRequest(model=self.judge_model, params=self.params, sample_index=attempt,
+                           messages=with_reask(self.messages, attempt, len(self.order)))
+
+
+class CritiqueJob(BaseModel):
+    """One critique call for one completion."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    critique_id: str
+    completion_id: str
+    prompt_id: str
+    messages: tuple[dict[str, Any], ...]
+    judge_model: str
+    params: dict[str, Any]
+
+    def request(self, attempt: int) -> ChatRequest:
+        return ChatRequest(model=self.judge_model, params=self.params, sample_index=attempt,
+                           messages=with_reask(self.messages, attempt, None))
+
+
+def annotation_job(seed: int, spec: JudgeSpec, aspect: str, prompt: PromptRecord,
+                   completions: list[tuple[str, str]]) -> AnnotationJob:
+    """The rating call for `aspect` over `completions` [(completion_id, response)] in plan order."""
+    ids = [cid for cid, _ in completions]
+    order = shuffle_order(seed, prompt.prompt_id, aspect, ids)
+    values: dict[str, Any] = {"instruction": prompt.instruction,
+                              "texts": [completions[i][1] for i in order]}
+    if aspect == "truthfulness":
+        values["world_knowledge"] = world_knowledge(prompt)
+    messages = (
+        {"role": "system", "content": _render("judge_system.j2", n=len(ids))},
+        {"role": "user", "content": _render(template_name(aspect), **values)},
+    )
+    key = content_key("ultrafeedback/annotation", prompt.prompt_id, aspect, ids, order,
+                      list(messages), spec.judge_model, spec.params)
+    return AnnotationJob(annotation_id=key, prompt_id=prompt.prompt_id, aspect=aspect,
+                         completion_ids=ids, order=order, messages=messages,
+                         judge_model=spec.judge_model, params=dict(spec.params))
+
+
+def critique_job(spec: JudgeSpec, prompt: PromptRecord, completion_id: str, principle: str,
+                 system_prompt: str, response: str) -> CritiqueJob:
+    """The teacher-feedback call for one completion (instruction + `Note:` + response)."""
+    note = critique_note(principle, system_prompt)
+    messages = (
+        {"role": "system", "content": _render("critique_system.j2")},
+        {"role": "user", "content": _render("critique.j2", instruction=prompt.instruction,
+                                            note=note, response=response)},
+    )
+    key = content_key("ultrafeedback/critique", completion_id, list(messages),
+                      spec.judge_model, spec.params)
+    return CritiqueJob(critique_id=key, completion_id=completion_id, prompt_id=prompt.prompt_id,
+                       messages=messages, judge_model=spec.judge_model, params=dict(spec.params))
+
+
+def pick_attempt(parses: list[Any]) -> int:
+    """Index of the attempt to keep: the first complete one, else the one that parsed most texts
+    (earliest on ties). Works for RatingsParse (`n_parsed`) and CritiqueParse (`ok`)."""
+    def score(p: Any) -> int:
+        return p.n_parsed if hasattr(p, "n_parsed") else int(p.ok)
+    return max(range(len(parses)), key=lambda i: (score(parses[i]), -i))
+
+
+def map_back(job: AnnotationJob, parsed: Any) -> list[tuple[str, int, dict | None, str | None]]:
+    """(completion_id, shown text number, annotation, error) per completion, in plan order."""
+    by_original = {}
+    for shown, original in enumerate(job.order):
+        by_original[original] = (shown + 1, parsed.annotations[shown], parsed.errors[shown])
+    return [(cid, *by_original[i]) for i, cid in enumerate(job.completion_ids)]
+
+
+def parse_annotation_reply(job: AnnotationJob, text: str | None) -> RatingsParse:
+    """Parse a rating reply for `job`'s aspect (Type lines for typed aspects, N/A for honesty)."""
+    return parse_ratings(text, len(job.order), typed=job.aspect in TYPED_ASPECTS,
+                         allow_na=job.aspect in NA_ASPECTS)

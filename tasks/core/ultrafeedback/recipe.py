@@ -1,0 +1,191 @@
+"""The UltraFeedback recipe: validated configuration for one reproduction run (YAML → pydantic).
+
+Every knob of the flow lives here with its default and the SPEC fact it comes from. Checks that
+need the model pool (model names, `n_models` ≤ pool size) are in `check_against_pool`, called by
+the flow once the pool is loaded, so the errors still name the recipe key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tasks.core.ultrafeedback.principles import PRINCIPLES, SOURCES
+
+# The 17 `model` strings of the released data (SPEC §2, TRL's choices list).
+ULTRAFEEDBACK_MODELS = (
+    "alpaca-7b", "bard", "falcon-40b-instruct", "gpt-3.5-turbo", "gpt-4", "llama-2-13b-chat",
+    "llama-2-70b-chat", "llama-2-7b-chat", "mpt-30b-chat", "pythia-12b", "starchat",
+    "ultralm-13b", "ultralm-65b", "vicuna-33b", "wizardlm-13b", "wizardlm-70b", "wizardlm-7b",
+)
+
+FINE_GRAINED_ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
+OVERALL_ASPECT = "overall-rating"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PromptSource(_Strict):
+    """One place prompts come from, and how its fields map onto a prompt record."""
+
+    name: str = Field(description="Label kept with every prompt and quarantine row of this source.")
+    path: str | None = Field(
+        default=None, description="Local JSON/JSONL/Parquet/CSV file or `datasets` save_to_disk "
+        "directory; relative paths resolve against the recipe file's directory.")
+    dataset: str | None = Field(default=None, description="Hugging Face dataset name (hub/cache).")
+    config: str | None = Field(default=None, description="Dataset configuration name.")
+    split: str = Field(default="train", description="Split to read (HF datasets).")
+    format: Literal["auto", "jsonl", "json", "parquet", "csv", "hf_disk"] = "auto"
+    source: str | None = Field(
+        default=None, description="Constant source label (e.g. flan) for every row; otherwise "
+        "read from the `source` field mapping.")
+    fields: dict[str, str] = Field(
+        default_factory=lambda: {"instruction": "instruction", "source": "source",
+                                 "correct_answers": "correct_answers",
+                                 "incorrect_answers": "incorrect_answers"},
+        description="Prompt field → dotted path in the source row (e.g. conversations.0.value).")
+    limit: int | None = Field(default=None, gt=0, description="Read at most this many rows.")
+
+    @model_validator(mode="after")
+    def _one_location(self) -> PromptSource:
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError(f"source {self.name!r}: give exactly one of `path` or `dataset`")
+        if "instruction" not in self.fields:
+            raise ValueError(f"source {self.name!r}: `fields` must map `instruction`")
+        unknown = set(self.fields) - {"instruction", "source", "correct_answers",
+                                      "incorrect_answers"}
+        if unknown:
+            raise ValueError(f"source {self.name!r}: unknown field mapping(s) {sorted(unknown)} "
+                             "(allowed: instruction, source, correct_answers, incorrect_answers)")
+        return self
+
+
+class PlanSpec(_Strict):
+    """Which models answer each prompt, and under which principle (SPEC §2)."""
+
+    models: list[str] = Field(
+        default_factory=lambda: list(ULTRAFEEDBACK_MODELS),
+        description="Pool models eligible for generation (default: the 17 UltraFeedback models).")
+    n_models: int = Field(default=4, ge=1, description="Distinct models sampled per prompt.")
+    principle_mix: Literal["code", "paper", "custom"] = Field(
+        default="code", description="`code`: the published sampling code (default, see "
+        "principles.py); `paper`: the README table; `custom`: `custom_mix`.")
+    custom_mix: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="source → {principle: weight}; key `default` covers "
+        "sources not listed. Used when principle_mix is custom.")
+    no_system_prompt_models: list[str] = Field(
+        default_factory=lambda: ["wizardlm-7b"],
+        description="Models sent the instruction alone (the published code gives wizardlm-7b no "
+        "system prompt); the sampled principle is still recorded.")
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dupes = sorted({m for m in v if v.count(m) > 1})
+        if dupes:
+            raise ValueError(f"models listed twice: {', '.join(dupes)}")
+        if not v:
+            raise ValueError("at least one model is needed")
+        return v
+
+    @model_validator(mode="after")
+    def _mix(self) -> PlanSpec:
+        if self.n_models > len(self.models):
+            raise ValueError(f"n_models={self.n_models} exceeds the {len(self.models)} models listed")
+        if self.principle_mix == "custom" and not self.custom_mix:
+            raise ValueError("principle_mix is custom but custom_mix is empty")
+        for src, weights in self.custom_mix.items():
+            if src != "default" and src not in SOURCES:
+                raise ValueError(f"custom_mix: unknown source {src!r} "
+                                 f"(known: {', '.join(SOURCES)}, default)")
+            bad = set(weights) - set(PRINCIPLES)
+            if bad:
+                raise ValueError(f"custom_mix.{src}: unknown principle(s) {sorted(bad)} "
+                                 f"(known: {', '.join(PRINCIPLES)})")
+            if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+                raise ValueError(f"custom_mix.{src}: weights must be ≥ 0 with a positive sum")
+        return self
+
+
+class GenerationSpec(_Strict):
+    """Completion requests: sampling on top of each pool model's defaults (SPEC §2: T=1, top_p=1,
+    max_tokens=1024, which the bundled pool already sets)."""
+
+    params: dict[str, Any] = Field(default_factory=dict, description="Overrides of pool sampling.")
+    shard_size: int = Field(default=256, ge=1, le=5000, description="Requests per Prefect task.")
+
+
+class JudgeSpec(_Strict):
+    """A GPT-4-class judge call: model, sampling, re-asks on unparseable replies, shard size."""
+
+    judge_model: str = Field(default="gpt-4-judge", description="Pool model used as the judge.")
+    params: dict[str, Any] = Field(default_factory=lambda: {
+        "temperature": 0, "top_p": 0.6, "max_tokens": 500})
+    max_reasks: int = Field(default=3, ge=0, le=10,
+                            description="Extra calls after an unparseable reply (SPEC: up to 10).")
+    shard_size: int = Field(default=128, ge=1, le=5000, description="Judge calls per Prefect task.")
+
+
+class AnnotationSpec(JudgeSpec):
+    """Fine-grained preference pass (SPEC §3a), or distilabel's cheaper overall-rating mode."""
+
+    mode: Literal["fine_grained", "overall_rating"] = Field(
+        default="fine_grained", description="fine_grained: one call per (prompt, aspect) for the "
+        "4 aspects; overall_rating: one holistic 1-5 call per prompt (4× cheaper).")
+
+    @property
+    def aspects(self) -> tuple[str, ...]:
+        return FINE_GRAINED_ASPECTS if self.mode == "fine_grained" else (OVERALL_ASPECT,)
+
+
+class CritiqueSpec(JudgeSpec):
+    """Critique and overall score pass (SPEC §3b): one call per completion, score 1-10."""
+
+    enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=lambda: {
+        "temperature": 0, "top_p": 0.6, "max_tokens": 1024})
+
+
+class ExportSpec(_Strict):
+    """Where the raw UltraFeedback export lands in the lake."""
+
+    name: str = Field(default="ultrafeedback", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      description="File stem: exports/ultrafeedback/<name>.{jsonl,parquet}.")
+
+
+class UltraFeedbackRecipe(_Strict):
+    """A whole UltraFeedback reproduction: prompts, plan, generation, judging, export."""
+
+    seed: int = Field(default=42, description="Seeds model/principle/system-prompt sampling and "
+                      "judge shuffles; same seed + same journal ⇒ byte-identical export.")
+    sources: list[PromptSource] = Field(min_length=1)
+    max_instruction_chars: int = Field(
+        default=8000, gt=0, description="Longer instructions are quarantined (FLAN 'overly long').")
+    plan: PlanSpec = Field(default_factory=PlanSpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    annotation: AnnotationSpec = Field(default_factory=AnnotationSpec)
+    critique: CritiqueSpec = Field(default_factory=CritiqueSpec)
+    max_parallel_shards: int = Field(default=4, ge=1, le=64,
+                                     description="Shard tasks running at once.")
+    export: ExportSpec = Field(default_factory=ExportSpec)
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> UltraFeedbackRecipe:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique: {', '.join(dupes)}")
+        return self
+
+
+def check_against_pool(recipe: UltraFeedbackRecipe, pool_models: set[str]) -> list[str]:
+    """Problems between the recipe and the pool's model names, each naming the recipe key."""
+    problems = [f"plan.models: {m!r} is not in the model pool" for m in recipe.plan.models
+                if m not in pool_models]
+    for key, spec in (("annotation", recipe.annotation), ("critique", recipe.critique)):
+        if spec.judge_model not in pool_models:
+            problems.append(f"{key}.judge_model: {spec.judge_model!r} is not in the model pool")
+    return problems
