@@ -20,6 +20,8 @@ from tasks.core.pool import Limits
 # enforce limits per second or finer (OPENAI-API.md §3), so a full-minute burst would 429.
 SAFETY = 0.98
 BURST_S = 0.5
+# Queueing shows as latency: back off when the average latency doubles over the best seen.
+LATENCY_GROWTH = 2.0
 _GO_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 
@@ -125,6 +127,8 @@ class Limiter:
         self._successes = 0
         self._last_decrease = 0.0
         self._latency_floor: float | None = None
+        self._latency_avg = 0.0
+        self._floor_stamp = time.monotonic()
 
     async def admit(self, tokens: int) -> None:
         """Wait until a request costing `tokens` (prompt estimate + max_tokens) may be sent."""
@@ -147,9 +151,14 @@ class Limiter:
                 self.tokens.refund(reserved - used, now)
             if latency is None:
                 return
-            floor = self._latency_floor
-            self._latency_floor = latency if floor is None else min(latency, floor * 1.01)
-            if self.adaptive and latency > 2.5 * self._latency_floor:
+            if self._latency_floor is None:
+                self._latency_floor = self._latency_avg = latency
+            # the floor drifts up 2%/s so a permanently slower endpoint becomes the new normal
+            drift = 1 + 0.02 * max(0.0, now - self._floor_stamp)
+            self._floor_stamp = now
+            self._latency_floor = min(latency, self._latency_floor * drift)
+            self._latency_avg = 0.8 * self._latency_avg + 0.2 * latency
+            if self.adaptive and self._latency_avg > LATENCY_GROWTH * self._latency_floor + 0.02:
                 self._decrease_locked(now)
                 return
             self._successes += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+import re
 from typing import Any
 from urllib.parse import urlparse
 
@@ -59,9 +60,10 @@ class Endpoint(Strict):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not v.replace("_", "").isalnum():
-            raise ValueError(f"{v!r} is not an environment variable name (it should name the "
-                             "variable holding the key, never the key itself)")
+        # Never echo the value: a key pasted here by mistake must not reach logs.
+        if v is not None and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", v):
+            raise ValueError("must name the environment variable that holds the key (UPPER_CASE), "
+                             "never the key itself")
         return v
 
 

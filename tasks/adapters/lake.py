@@ -1,0 +1,238 @@
+"""The Parquet lake: immutable shards named by content key, on a local directory or S3 (fsspec).
+
+The lake is the source of truth (DESIGN.md, decision 2). Its root is a local directory (default
+`./data/lake`) or `s3://bucket/prefix`, reached through s3fs at any S3-compatible endpoint (AWS,
+MinIO, moto) given by the storage options. Layout: shards at `{root}/{table}/{key}.parquet`, and
+free-form objects (exports, manifests) at `{root}/{relpath}`.
+
+API:
+    Lake(url, storage_options=None), Lake.from_settings(settings)
+    write_shard(table, key, rows, schema=None) -> url     atomic, idempotent, deterministic bytes
+    has_shard(table, key) -> bool
+    shard_keys(table) -> set[str]                          one listing call
+    read_table(table, columns=None, schema=None) -> pyarrow.Table    all shards, union by name
+    glob(table) -> str                                     URL glob of the shards, for DuckDB
+    write_bytes(relpath, data) -> url                      atomic, overwrites
+    read_bytes(relpath) -> bytes, exists(relpath) -> bool, url(relpath) -> str
+
+A reader never sees a partial file: locally a temp file in the same directory is renamed over the
+target; on S3 one PUT (or a completed multipart upload, above 100 MB) publishes an object whole.
+Listing caches are off, so a shard one worker lands is seen by every other at once. Credentials
+live only in `storage_options`; they never enter a URL, a repr or an error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from tasks.adapters.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tasks.adapters.settings import Settings
+
+# Table names double as DuckDB view names; keys become file names.
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*")
+_SUFFIX = ".parquet"
+
+# Fixed writer options: the same rows give the same bytes (byte-identical reruns and exports).
+_PARQUET_OPTIONS = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": True,
+    "write_statistics": True,
+    "version": "2.6",
+    "data_page_version": "1.0",
+    "row_group_size": 64 * 1024,
+}
+
+
+class Lake:
+    """Parquet shards and plain objects under one root URL (local path or s3://bucket/prefix)."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        protocol, path = fsspec.core.split_protocol(url)
+        self.is_local = protocol in (None, "file", "local")
+        if self.is_local:
+            self.fs: fsspec.AbstractFileSystem = LocalFileSystem()
+            self._root = Path(path).expanduser().resolve().as_posix()
+            self.root = self._root
+        else:
+            if "@" in path.split("/", 1)[0]:
+                raise ConfigError("lake URL must not embed credentials; set "
+                                  "ULTRAFORGE_S3_ACCESS_KEY_ID and ULTRAFORGE_S3_SECRET_ACCESS_KEY")
+            # No listing cache: another worker's new shard must be visible on the next call.
+            options = {"use_listings_cache": False, **(storage_options or {})}
+            self.fs = fsspec.filesystem(protocol, **options)
+            self._root = path.strip("/")
+            self.root = f"{protocol}://{self._root}"
+        self._protocol = protocol
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lake:
+        """The lake that `settings` points at (`lake_url` or `data_dir/lake`)."""
+        return cls(settings.lake, settings.storage_options())
+
+    def __repr__(self) -> str:
+        return f"Lake({self.root!r})"
+
+    # shards
+
+    def write_shard(self, table: str, key: str, rows: pa.Table | Iterable[dict],
+                    schema: pa.Schema | None = None) -> str:
+        """Land `rows` as shard `key` of `table` unless it exists; return the shard's URL.
+
+        Args:
+            rows: an Arrow table or dicts; `schema` (if given) fixes column order and types, so an
+                empty or all-null shard still has typed columns.
+        """
+        path = self._shard_path(table, key)
+        if not self.fs.exists(path):
+            self._put(path, parquet_bytes(rows, schema))
+        return self._url(path)
+
+    def has_shard(self, table: str, key: str) -> bool:
+        """Whether shard `key` of `table` has landed."""
+        return self.fs.exists(self._shard_path(table, key))
+
+    def shard_keys(self, table: str) -> set[str]:
+        """Keys of every landed shard of `table` (one listing call; empty if none)."""
+        try:
+            names = self.fs.ls(self._path(_table(table)), detail=False)
+        except FileNotFoundError:
+            return set()
+        base = (n.rsplit("/", 1)[-1] for n in names)
+        return {b[: -len(_SUFFIX)] for b in base if b.endswith(_SUFFIX) and not b.startswith(".")}
+
+    def read_table(self, table: str, columns: list[str] | None = None,
+                   schema: pa.Schema | None = None) -> pa.Table:
+        """All shards of `table` in key order, columns unified by name (missing ones are null).
+
+        With no shards the result is empty: `schema.empty_table()`, the requested `columns`
+        (typed null), or a table with no columns. Everything is read into memory; use the
+        Warehouse for large tables.
+        """
+        paths = [self._shard_path(table, k) for k in sorted(self.shard_keys(table))]
+        blobs = self.fs.cat(paths) if paths else {}  # one batched, concurrent fetch on S3
+        wanted = columns if columns is not None else (schema.names if schema else None)
+        parts = [_read_parquet(blob, wanted) for _, blob in sorted(blobs.items())]
+        out = pa.concat_tables(parts, promote_options="permissive") if parts else pa.table({})
+        if schema is not None:
+            out = conform(out, schema)
+        if columns is not None:
+            out = conform(out, pa.schema([out.schema.field(c) if c in out.column_names
+                                          else pa.field(c, pa.null()) for c in columns]))
+        return out
+
+    def glob(self, table: str) -> str:
+        """URL glob matching every shard of `table` (for DuckDB's read_parquet)."""
+        return self._url(self._path(f"{_table(table)}/*{_SUFFIX}"))
+
+    # plain objects (exports, manifests)
+
+    def write_bytes(self, relpath: str, data: bytes) -> str:
+        """Write `data` at `relpath` atomically, replacing any previous object; return its URL."""
+        path = self._path(_relpath(relpath))
+        self._put(path, data)
+        return self._url(path)
+
+    def read_bytes(self, relpath: str) -> bytes:
+        """The bytes at `relpath` (FileNotFoundError if absent)."""
+        return self.fs.cat_file(self._path(_relpath(relpath)))
+
+    def exists(self, relpath: str) -> bool:
+        """Whether an object (or a shard directory) exists at `relpath`."""
+        return self.fs.exists(self._path(_relpath(relpath)))
+
+    def url(self, relpath: str) -> str:
+        """The full URL (local absolute path or s3://...) of `relpath`."""
+        return self._url(self._path(_relpath(relpath)))
+
+    # internals
+
+    def _path(self, rel: str) -> str:
+        return f"{self._root}/{rel}"
+
+    def _url(self, path: str) -> str:
+        return path if self.is_local else f"{self._protocol}://{path}"
+
+    def _shard_path(self, table: str, key: str) -> str:
+        if not _KEY.fullmatch(key) or key.endswith(_SUFFIX):
+            raise ValueError(f"invalid shard key {key!r}: use letters, digits and _ . = -")
+        return self._path(f"{_table(table)}/{key}{_SUFFIX}")
+
+    def _put(self, path: str, data: bytes) -> None:
+        if not self.is_local:
+            self.fs.pipe_file(path, data)  # one PUT: the object appears whole or not at all
+            return
+        parent, name = path.rsplit("/", 1)
+        os.makedirs(parent, exist_ok=True)
+        # Hidden, and not *.parquet: globs and listings never match a temp file.
+        tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+def parquet_bytes(rows: pa.Table | Iterable[dict], schema: pa.Schema | None = None) -> bytes:
+    """Serialize rows as Parquet with the lake's fixed writer options (deterministic bytes)."""
+    if isinstance(rows, pa.Table):
+        table = conform(rows, schema) if schema is not None else rows
+    elif schema is not None:
+        table = pa.Table.from_pylist(list(rows), schema=schema)
+    else:  # from_pylist would take the columns of the first row only, dropping later keys
+        rows = list(rows)
+        names = dict.fromkeys(k for row in rows for k in row)
+        table = pa.Table.from_pydict({k: [row.get(k) for row in rows] for k in names})
+    if table.num_columns == 0:  # DuckDB refuses such a file, and so the whole table's view
+        raise ValueError("a shard needs at least one column: pass `schema` to land empty rows")
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **_PARQUET_OPTIONS)
+    return buf.getvalue()
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with exactly `schema`'s columns: missing ones null, extra ones dropped, cast."""
+    cols = [table.column(f.name).cast(f.type) if f.name in table.column_names
+            else pa.nulls(table.num_rows, f.type) for f in schema]
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _read_parquet(blob: bytes, columns: list[str] | None) -> pa.Table:
+    pf = pq.ParquetFile(pa.BufferReader(blob))
+    if columns is not None:  # project what this shard has; row count survives an empty projection
+        columns = [c for c in columns if c in pf.schema_arrow.names]
+    return pf.read(columns=columns)
+
+
+def _table(name: str) -> str:
+    if not _TABLE.fullmatch(name):
+        raise ValueError(f"invalid lake table name {name!r}: use letters, digits and _")
+    return name
+
+
+def _relpath(relpath: str) -> str:
+    parts = relpath.split("/")
+    if not relpath or any(p in ("", ".", "..") for p in parts) or "\\" in relpath:
+        raise ValueError(f"invalid lake path {relpath!r}: expected a relative path like a/b.json")
+    return relpath
