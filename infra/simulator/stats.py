@@ -1,0 +1,67 @@
+"""Counters behind GET /stats: outcomes, repeated paid calls, tokens per model, replies per kind."""
+
+from __future__ import annotations
+
+OUTCOMES = (
+    "ok",
+    "rate_limit_requests",
+    "rate_limit_tokens",
+    "request_too_large",
+    "insufficient_quota",
+    "injected_429",
+    "error_500",
+    "error_502",
+    "error_503",
+    "hang",
+    "malformed",
+    "length",
+    "role_leak",
+    "bad_request",
+)
+
+
+class Stats:
+    """Every request gets exactly one outcome, so `by_outcome` sums to `requests`.
+
+    A 200 response has outcome "ok", "malformed", "length" or "role_leak"; `by_model[m]["ok"]`
+    and `by_kind` count all of them. `ok_repeats` counts 200s for a body that already had one:
+    the proof that no paid call was made twice. A hung request is counted as "hang" when it
+    hangs; its late answer (the client has normally given up by then) is not counted again.
+    """
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.by_outcome = dict.fromkeys(OUTCOMES, 0)
+        self.ok_repeats = 0
+        self.by_model: dict[str, dict[str, int]] = {}
+        self.by_kind: dict[str, int] = {}
+        self._oks: dict[int, int] = {}  # 200s per body id
+
+    def count(self, outcome: str) -> None:
+        """One request that ended in `outcome`."""
+        self.requests += 1
+        self.by_outcome[outcome] += 1
+
+    def answered(
+        self, outcome: str, body_id: int, model: str, kind: str, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """One request that got a 200."""
+        self.count(outcome)
+        seen = self._oks.get(body_id, 0)
+        self._oks[body_id] = seen + 1
+        self.ok_repeats += seen > 0
+        usage = self.by_model.setdefault(model, {"ok": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        usage["ok"] += 1
+        usage["prompt_tokens"] += prompt_tokens
+        usage["completion_tokens"] += completion_tokens
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+
+    def snapshot(self) -> dict:
+        """The /stats document."""
+        return {
+            "requests": self.requests,
+            "by_outcome": dict(self.by_outcome),
+            "ok_repeats": self.ok_repeats,
+            "by_model": {m: dict(u) for m, u in self.by_model.items()},
+            "by_kind": dict(self.by_kind),
+        }
