@@ -13,7 +13,8 @@ round. Stop reasons:
     token_budget               the dialogue reached max_dialogue_tokens before the next round
     empty_turn                 an empty reply (user simulator or assistant)
     refusal                    a reply that declines to continue
-    truncated_turn             a reply cut by max_tokens (finish_reason "length")
+    truncated_turn             a reply cut by max_tokens (finish_reason "length"); for the user
+                               simulator only after re-asks
     repeated_turn              a reply that repeats an earlier turn of the same role
     user_reads_like_assistant  the user simulator kept answering like an assistant after re-asks
     role_leakage               role labels or role-play meta text left after stripping and re-asks
@@ -45,6 +46,13 @@ from tasks.core.ultrachat.turns import (
 STOP_REASONS = ("target_rounds", "token_budget", "empty_turn", "refusal", "truncated_turn",
                 "repeated_turn", "user_reads_like_assistant", "role_leakage", "request_failed")
 FAILED_TAIL = frozenset({"empty_turn", "refusal", "truncated_turn", "repeated_turn"})
+# User-simulator failures worth another sample (with a corrective note) before stopping.
+REASKED = frozenset({"user_reads_like_assistant", "role_leakage", "truncated_turn"})
+
+
+def shard_plan(selected: list[tuple[str, int]], shard_size: int) -> list[tuple[str, int]]:
+    """(openings shard key, slice index) for every dialogue shard, from (key, selected count)."""
+    return [(key, i) for key, n in selected for i in range(-(-n // shard_size))]
 
 
 def sample_rounds(recipe: UltraChatRecipe, opening: Opening) -> int:
@@ -105,6 +113,11 @@ class DialogueState:
         return len(self.messages) // 2
 
     @property
+    def pending_role(self) -> str | None:
+        """"user" or "assistant" while a request is out, else None."""
+        return self._pending[0] if self._pending else None
+
+    @property
     def done(self) -> bool:
         return self.stop_reason is not None
 
@@ -138,11 +151,13 @@ class DialogueState:
         template accepts that, unlike a role-flipped history that starts with an assistant)."""
         system = render("user_simulator_system", sector=self.opening.sector)
         prompt = render("user_simulator_turn", messages=self.messages, retry=self.reasks > 0)
+        params = self.recipe.params_for("user_simulator")
+        if self.reasks:  # a different sample: no two re-asks may send the same body
+            params["seed"] = int(params.get("seed") or 0) + self.reasks
         return ChatRequest(model=self.recipe.models.user_simulator,
                            messages=({"role": "system", "content": system},
                                      {"role": "user", "content": prompt}),
-                           params=self.recipe.params_for("user_simulator"),
-                           sample_index=self.reasks)
+                           params=params, sample_index=self.reasks)
 
     # -- replies ---------------------------------------------------------------------------------
 
@@ -205,8 +220,7 @@ class DialogueState:
             self.finish_reasons.append(result.finish_reason)
             self.stripped += stripped
             self.reasks = 0
-        elif verdict in ("user_reads_like_assistant", "role_leakage") \
-                and self.reasks < self.recipe.dialogue.max_reasks:
+        elif verdict in REASKED and self.reasks < self.recipe.dialogue.max_reasks:
             self.reasks += 1  # the next request re-asks with a corrective note
         else:
             self._stop(verdict, "user")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tasks.core.yamlconf import load_recipe
 
 Sector = Literal["world", "writing", "materials"]
 SECTORS: tuple[Sector, ...] = ("world", "writing", "materials")
@@ -21,12 +23,12 @@ class SectorBase(Strict):
     dialogues: int = Field(default=0, ge=0, description="Dialogues (= selected openings) to make.")
     rounds: tuple[int, int] = Field(description="Inclusive range of user/assistant rounds.")
 
-    @model_validator(mode="after")
-    def _range(self):
-        lo, hi = self.rounds
-        if not 1 <= lo <= hi:
-            raise ValueError(f"rounds must be [min, max] with 1 <= min <= max, got {list(self.rounds)}")
-        return self
+    @field_validator("rounds")
+    @classmethod
+    def _range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError(f"expected [min, max] with 1 <= min <= max, got {list(v)}")
+        return v
 
 
 class WorldSector(SectorBase):
@@ -176,3 +178,9 @@ class UltraChatRecipe(Strict):
             "passages": passages, "task_templates": fix(s.materials.task_templates)})
         sectors = Sectors(world=world, writing=writing, materials=materials)
         return self.model_copy(update={"sectors": sectors})
+
+
+def load_ultrachat_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+                          ) -> UltraChatRecipe:
+    """Load and validate a recipe file (+ `--set` overrides); data paths resolved against it."""
+    return load_recipe(path, UltraChatRecipe, list(overrides)).resolved(Path(path).parent)

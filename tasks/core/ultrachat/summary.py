@@ -64,3 +64,21 @@ def usage_of(role: str, results: list[ChatResult],
                      "prompt_tokens": pt, "completion_tokens": ct,
                      "cost_usd": cost(r.model, pt, ct) if paid else 0.0})
     return merge_usage(rows)
+
+
+def throughput(dialogues: int, requests: int, seconds: float) -> dict[str, float]:
+    """Dialogues per minute and paid requests per second over the dialogue phase."""
+    seconds = max(seconds, 1e-9)
+    return {"dialogue_phase_s": round(seconds, 2),
+            "dialogues_per_minute": round(dialogues * 60 / seconds, 1),
+            "requests_per_s": round(requests / seconds, 1)}
+
+
+def run_markdown(name: str, counts: dict[str, Any], tables: dict[str, list[dict[str, Any]]],
+                 render_table: Callable[[list[dict[str, Any]]], str]) -> str:
+    """The summary artifact: headline counts, then one section per table."""
+    head = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())
+    parts = [f"# UltraChat run `{name}`\n", head + "\n"]
+    for title, rows in tables.items():
+        parts += [f"\n## {title.replace('-', ' ')}\n", render_table(rows)]
+    return "".join(parts)

@@ -1,0 +1,102 @@
+"""Flow `ultrachat`: seeded openings in three sectors → user-simulator ⇄ assistant dialogues →
+filters → lake/warehouse → raw export.
+
+Reads: the recipe (flows/recipes/ultrachat.yaml and its data files), the model pool, the journal.
+Writes: lake tables ultrachat_{openings,turns,dialogues,rejects,kept,usage} and their warehouse
+views; exports under `<export.prefix>/<name>/` (ultrachat.jsonl/.parquet in the raw
+{"id", "data"} shape, messages.jsonl/.parquet); a manifest under runs/ultrachat/; progress and
+summary artifacts.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from prefect import flow
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, Field
+
+from tasks.adapters.lake import Lake
+from tasks.adapters.settings import RECIPES_DIR, Settings
+from tasks.core.ultrachat import summary as sm
+from tasks.core.ultrachat.dialogue import shard_plan
+from tasks.core.ultrachat.recipe import UltraChatRecipe, load_ultrachat_recipe
+from tasks.reporting import Progress, markdown_table, publish_summary, write_manifest
+from tasks.ultrachat import (
+    dry_run_plan,
+    export_dialogues,
+    filter_dialogues,
+    make_openings,
+    run_dialogue_shard,
+)
+
+
+class UltraChatParams(BaseModel):
+    """Parameters of the `ultrachat` flow (a UI form in Prefect)."""
+
+    recipe: str = Field(default=str(RECIPES_DIR / "ultrachat.yaml"),
+                        description="Recipe YAML; its data paths are relative to its folder.")
+    overrides: list[str] = Field(default_factory=list,
+                                 description="`key.path=value` overrides, as `--set` on the CLI.")
+
+    def load(self) -> UltraChatRecipe:
+        return load_ultrachat_recipe(self.recipe, self.overrides)
+
+
+def plan(params: UltraChatParams) -> dict[str, Any]:
+    """What a run would do (for --dry-run): the resolved recipe and planned counts."""
+    recipe = params.load()
+    return {"recipe": recipe.model_dump(mode="json"), "plan": dry_run_plan(recipe)}
+
+
+def _in_waves(jobs: list[tuple[str, int]], recipe: UltraChatRecipe, progress: Progress) -> list[dict]:
+    """Run dialogue shards, at most shard_concurrency at once, updating progress per shard."""
+    pending, running, done = list(jobs), [], []
+    while pending or running:
+        while pending and len(running) < recipe.dialogue.shard_concurrency:
+            running.append(run_dialogue_shard.submit(recipe, *pending.pop(0)))
+        finished = next(as_completed(running))
+        running.remove(finished)
+        done.append(finished.result())
+        progress.update(len(done), len(jobs))
+    return done
+
+
+def _artifact_key(name: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "ultrachat-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+@flow(name="ultrachat", task_runner=ThreadPoolTaskRunner(max_workers=8))
+def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any]:
+    """Make UltraChat-style dialogues for the recipe; return counts and export paths."""
+    params = params or UltraChatParams()
+    recipe = params.load()
+    openings = [f.result() for f in [make_openings.submit(recipe, n) for n, _ in recipe.enabled()]]
+    jobs = shard_plan([(o["key"], o["selected"]) for o in openings], recipe.dialogue.shard_size)
+
+    started = time.monotonic()
+    shards = _in_waves(jobs, recipe, Progress(f"ultrachat {recipe.name}: dialogue shards"))
+    elapsed = time.monotonic() - started
+
+    keys = [s["key"] for s in shards]
+    filtered = filter_dialogues(recipe, keys)
+    exported = export_dialogues(recipe, filtered["key"], keys)
+
+    usage = sm.merge_usage([u for x in openings + shards for u in x["usage"]])
+    speed = sm.throughput(sum(s["dialogues"] for s in shards if s["usage"]),
+                          sum(s["requests"] for s in shards), elapsed)
+    counts = {"dialogues": filtered["dialogues"], "kept": filtered["kept"],
+              "rejected": filtered["rejected"], "exported": exported["count"], **speed}
+    tables = {"openings": [{k: o[k] for k in ("sector", "wanted", "selected", "candidates",
+                                              "duplicates")} for o in openings],
+              "dialogues-by-sector": filtered["by_sector"], "rounds-histogram": filtered["rounds"],
+              "stop-reasons": filtered["stop_reasons"], "reject-reasons": filtered["reject_reasons"],
+              "usage-by-role": usage}
+    publish_summary(_artifact_key(recipe.name),
+                    sm.run_markdown(recipe.name, counts, tables, markdown_table), tables)
+    manifest = write_manifest(Lake.from_settings(Settings()), "ultrachat", recipe, counts)
+    return {**counts, "exports": exported["paths"], "manifest": manifest, "tables": tables}
