@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from infra.simulator.config import SimConfig
@@ -15,11 +15,13 @@ def build_app(config: SimConfig) -> Starlette:
     """Routes: /v1/chat/completions, /v1/models, /stats, /stats/reset, /health."""
     sim = Simulator(config)
 
-    async def chat_completions(request: Request) -> JSONResponse:
+    async def chat_completions(request: Request) -> Response:
         try:
             body = await request.json()
         except ValueError:
             body = None
+        except ClientDisconnect:  # the caller died mid-request (kill tests): nobody to answer
+            return Response(status_code=499)
         status, payload, headers = await sim.complete(body)
         return JSONResponse(payload, status, headers)
 
