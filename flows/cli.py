@@ -30,6 +30,43 @@ def run() -> None:
     """Run one flow of the factory."""
 
 
+@run.command("ultrachat")
+@click.option("--recipe", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Recipe YAML (default: flows/recipes/ultrachat.yaml).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. sectors.world.dialogues=500.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved recipe and planned counts.")
+def run_ultrachat(recipe: str | None, overrides: tuple[str, ...], dry_run: bool) -> None:
+    """UltraChat: openings in three sectors → user-simulator ⇄ assistant dialogues → export."""
+    import json
+
+    from flows.ultrachat import UltraChatParams, plan, ultrachat
+
+    params = UltraChatParams(**({"recipe": recipe} if recipe else {}), overrides=list(overrides))
+    out = plan(params) if dry_run else {k: v for k, v in ultrachat(params).items() if k != "tables"}
+    click.echo(json.dumps(out, indent=2, default=str))
+
+
+@run.command("ultrafeedback")
+@click.option("--recipe", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Recipe YAML (default: flows/recipes/ultrafeedback.yaml).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. plan.n_models=2.")
+@click.option("--dry-run", is_flag=True, help="Print planned counts and estimated tokens/cost.")
+def run_ultrafeedback(recipe: str | None, overrides: tuple[str, ...], dry_run: bool) -> None:
+    """UltraFeedback: prompts → 4 of N models → judge + critique → lake → raw export."""
+    import json
+
+    from flows.ultrafeedback import UltraFeedbackParams, ultrafeedback
+    from flows.ultrafeedback import dry_run as estimate
+
+    params = UltraFeedbackParams(**({"recipe": recipe} if recipe else {}), overrides=list(overrides))
+    out = estimate(params) if dry_run else ultrafeedback(params)
+    click.echo(json.dumps(out, indent=2, default=str))
+    if not dry_run and out["counts"]["failed_completions"]:
+        sys.exit(2)  # partial: some completions failed for good (counts printed above)
+
+
 @main.command()
 @click.option("--preset", default="tier3", show_default=True,
               help="tier1..tier5 (approximate OpenAI tiers), vllm, unlimited.")
@@ -43,3 +80,23 @@ def sim(preset: str, host: str, port: int, seed: int, overrides: tuple[str, ...]
     from infra.simulator.server import serve
 
     serve(preset=preset, host=host, port=port, seed=seed, overrides=list(overrides))
+
+
+@main.command()
+@click.option("--preset", default="tier5", show_default=True, help="Simulator preset to run against.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Simulator seed.")
+def demo(preset: str, seed: int) -> None:
+    """Run the whole factory on bundled data against the bundled simulator."""
+    from flows.demo import run_demo
+
+    out = run_demo(preset=preset, seed=seed)
+    sim = out["simulator"]
+    click.echo("\nultraforge demo finished")
+    click.echo(f"  lake:       {out['lake']}")
+    click.echo(f"  warehouse:  {out['warehouse']}  (duckdb; views over the lake)")
+    click.echo(f"  journal:    {out['journal']}")
+    for flow in ("ultrafeedback", "ultrachat"):
+        click.echo(f"  {flow}:")
+        for key, value in out[flow].items():
+            click.echo(f"    {key}: {value}")
+    click.echo(f"  simulator:  {sim['requests']} HTTP requests, {sim['ok_repeats']} repeated paid calls")

@@ -20,8 +20,10 @@ from tasks.core.pool import Limits
 # enforce limits per second or finer (OPENAI-API.md §3), so a full-minute burst would 429.
 SAFETY = 0.98
 BURST_S = 0.5
-# Queueing shows as latency: back off when the average latency doubles over the best seen.
+# Queueing shows as latency: back off when the average latency doubles over the best seen, by
+# more than a slack that keeps client-side jitter on near-zero-latency endpoints from counting.
 LATENCY_GROWTH = 2.0
+LATENCY_SLACK_S = 0.1
 _GO_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 
@@ -158,16 +160,18 @@ class Limiter:
             self._floor_stamp = now
             self._latency_floor = min(latency, self._latency_floor * drift)
             self._latency_avg = 0.8 * self._latency_avg + 0.2 * latency
-            if self.adaptive and self._latency_avg > LATENCY_GROWTH * self._latency_floor + 0.02:
+            if self.adaptive and self._latency_avg > (LATENCY_GROWTH * self._latency_floor
+                                                      + LATENCY_SLACK_S):
                 self._decrease_locked(now)
                 return
             self._successes += 1
-            if self.adaptive and self._successes >= self.slots.limit:
+            if self._successes >= self.slots.limit and self.slots.limit < self.slots.ceiling:
                 self._successes = 0
                 self.slots.resize(self.slots.limit + 1)
 
     def overloaded(self, retry_after: float | None) -> None:
-        """A 429/503 came back: stop admitting for `retry_after` and halve concurrency (AIMD)."""
+        """A 429/503 came back: stop admitting for `retry_after`; halve concurrency (AIMD) where
+        no rate limits are known (with known limits the buckets, drained here, do the pacing)."""
         now = time.monotonic()
         with self._lock:
             for bucket in (self.requests, self.tokens):
@@ -175,7 +179,8 @@ class Limiter:
                     bucket.drain(now)
             if retry_after:
                 self.paused_until = max(self.paused_until, now + retry_after)
-            self._decrease_locked(now)
+            if self.adaptive:
+                self._decrease_locked(now)
 
     def _decrease_locked(self, now: float) -> None:
         if now - self._last_decrease > 1.0:  # at most once per second: one signal per burst

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -95,19 +96,32 @@ def load_yaml_model(path: str | Path, model_cls: type[M]) -> M:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `--set a.b.c=value` overrides to nested dict `data` (values parsed as YAML scalars)."""
-    out = dict(data)
+    """Apply `--set a.b.c=value` overrides to nested data (values parsed as YAML scalars).
+
+    A numeric path part indexes a list (`sources.0.path=...`); other parts create mappings.
+    """
+    out = copy.deepcopy(data)
     for item in overrides:
         path, sep, raw = item.partition("=")
         if not sep or not path:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
-        node = out
+        node: Any = out
         parts = path.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            node[part] = dict(child) if isinstance(child, dict) else {}
-            node = node[part]
-        node[parts[-1]] = yaml.safe_load(raw)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i]) or '<root>'} is a list "
+                                      f"of {len(node)}; {part!r} is not an index in it")
+                key: Any = int(part)
+            else:
+                key = part
+                if not last and not isinstance(node.get(key), dict | list):
+                    node[key] = {}
+            if last:
+                node[key] = yaml.safe_load(raw)
+            else:
+                node = node[key]
     return out
 
 

@@ -89,3 +89,10 @@ def test_slots_wake_waiters_across_event_loops_in_threads():
     asyncio.run(waiter())
     t.join()
     assert order == ["held", "woken"] and slots.in_flight == 0
+
+
+def test_a_429_with_known_limits_pauses_and_drains_but_keeps_concurrency():
+    limiter = Limiter(Limits(rpm=600, max_concurrency=32))
+    limiter.overloaded(retry_after=0.5)
+    assert limiter.slots.limit == 32  # the buckets pace; halving slots would only lose throughput
+    assert limiter.requests.level <= 0 and limiter.paused_until > 0

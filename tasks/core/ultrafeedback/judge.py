@@ -10,8 +10,9 @@ Templates are ours, under `tasks/core/templates/ultrafeedback/` (jinja2, StrictU
 - **World knowledge** goes to the truthfulness rubric only, as in the published code: TruthfulQA's
   correct and incorrect answers, FalseQA's false-premise note, FLAN's reference answers.
 - **Re-asks** after an unparseable reply are distinct paid calls: `sample_index = attempt` and a
-  short format reminder appended to the last user message (it stays the message holding the
-  texts, so the reply contract is unchanged).
+  short format reminder numbered by the attempt appended to the last user message (it stays the
+  message holding the texts, so the reply contract is unchanged). The body itself differs per
+  attempt: an endpoint sees a new request, never a repeat of one it already answered.
 - **Ids** (`annotation_id`, `critique_id`) cover the rendered messages (so the responses and the
   rubric text), the judge model and its sampling: editing a rubric or regenerating a response
   re-judges instead of reusing stale rows.
@@ -81,7 +82,8 @@ def with_reask(messages: tuple[dict[str, Any], ...], attempt: int,
     if attempt == 0:
         return messages
     last = dict(messages[-1])
-    last["content"] = last["content"] + _env().get_template("reask.j2").render(n=n_texts)
+    last["content"] = last["content"] + _env().get_template("reask.j2").render(
+        n=n_texts, attempt=attempt)
     return (*messages[:-1], last)
 
 
@@ -176,3 +178,20 @@ def parse_annotation_reply(job: AnnotationJob, text: str | None) -> RatingsParse
     """Parse a rating reply for `job`'s aspect (Type lines for typed aspects, N/A for honesty)."""
     return parse_ratings(text, len(job.order), typed=job.aspect in TYPED_ASPECTS,
                          allow_na=job.aspect in NA_ASPECTS)
+
+
+def annotation_jobs(seed: int, spec: Any, prompts: dict[str, PromptRecord],
+                    answered: dict[str, list[tuple[Any, str]]]) -> list[AnnotationJob]:
+    """One job per (prompt, aspect of `spec`) over its answered completions
+    (`answered`: prompt_id → [(plan item, response)] in rank order)."""
+    return [annotation_job(seed, spec, aspect, prompts[pid],
+                           [(it.completion_id, response) for it, response in items])
+            for pid, items in answered.items() for aspect in spec.aspects]
+
+
+def critique_jobs(spec: Any, prompts: dict[str, PromptRecord],
+                  answered: dict[str, list[tuple[Any, str]]]) -> list[CritiqueJob]:
+    """One job per answered completion (`answered`: prompt_id → [(plan item, response)])."""
+    return [critique_job(spec, prompts[pid], it.completion_id, it.principle,
+                         it.custom_system_prompt, response)
+            for pid, items in answered.items() for it, response in items]

@@ -1,0 +1,79 @@
+"""Dry-run estimates: how many calls a recipe makes and roughly what they cost, before paying.
+
+Input tokens are estimated from the actual rendered prompts (tokens.py: ~4 characters a token).
+Output is unknown before the run, so the assumptions are explicit:
+- completions: `ASSUMED_RESPONSE_TOKENS` (SPEC §9's "~300-token responses"), capped by the
+  model's max_tokens; judge prompts are sized with responses of that length;
+- judge and critique replies: their max_tokens, an upper bound (SPEC: ≤ 500 / ≤ 1024).
+Re-asks after unparseable replies are not included (with a few % malformed replies they add a
+few % to the judge rows). The estimate covers a run from scratch: the journal may make a rerun
+cheaper, never dearer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from tasks.core.tokens import estimate_prompt_tokens
+from tasks.core.ultrafeedback.intake import PromptRecord
+from tasks.core.ultrafeedback.judge import annotation_job, critique_job
+from tasks.core.ultrafeedback.plan import PlanItem
+from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe
+
+ASSUMED_RESPONSE_TOKENS = 300
+
+Cost = Callable[[str, int, int], float]  # (pool model, input tokens, output tokens) → USD
+
+
+def _max_tokens(params: dict[str, Any], default: int) -> int:
+    return int(params.get("max_tokens") or params.get("max_completion_tokens") or default)
+
+
+def estimate_run(recipe: UltraFeedbackRecipe, prompts: list[PromptRecord], plan: list[PlanItem],
+                 sampling: dict[str, dict[str, Any]], cost: Cost) -> list[dict[str, Any]]:
+    """Rows {stage, model, requests, input_tokens, output_tokens, cost_usd} for a fresh run.
+
+    Args:
+        sampling: pool model → its default sampling (request params are merged over it).
+    """
+    rows: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+
+    def add(stage: str, model: str, tokens_in: int, tokens_out: int) -> None:
+        row = rows[(stage, model)]
+        row[0] += 1
+        row[1] += tokens_in
+        row[2] += tokens_out
+
+    filler = "x" * (ASSUMED_RESPONSE_TOKENS * 4)
+    by_prompt: dict[str, list[PlanItem]] = defaultdict(list)
+    for it in plan:
+        params = {**sampling.get(it.model, {}), **it.params}
+        add("generation", it.model, estimate_prompt_tokens(list(it.messages)),
+            min(ASSUMED_RESPONSE_TOKENS, _max_tokens(params, ASSUMED_RESPONSE_TOKENS)))
+        by_prompt[it.prompt_id].append(it)
+    ann, crit = recipe.annotation, recipe.critique
+    for p in prompts:
+        items = by_prompt.get(p.prompt_id, [])
+        if not items:
+            continue
+        fake = [(it.completion_id, filler) for it in items]
+        for aspect in ann.aspects:
+            job = annotation_job(recipe.seed, ann, aspect, p, fake)
+            params = {**sampling.get(ann.judge_model, {}), **ann.params}
+            add("annotation", ann.judge_model, estimate_prompt_tokens(list(job.messages)),
+                _max_tokens(params, 500))
+        if crit.enabled:
+            params = {**sampling.get(crit.judge_model, {}), **crit.params}
+            for it in items:
+                job = critique_job(crit, p, it.completion_id, it.principle,
+                                   it.custom_system_prompt, filler)
+                add("critique", crit.judge_model, estimate_prompt_tokens(list(job.messages)),
+                    _max_tokens(params, 1024))
+    out = []
+    for (stage, model), (n, tin, tout) in sorted(rows.items()):
+        out.append({"stage": stage, "model": model, "requests": n, "input_tokens": tin,
+                    "output_tokens": tout, "cost_usd": round(cost(model, tin, tout), 4)})
+    return out
+

@@ -1,0 +1,93 @@
+"""Export records in the SPEC §1 shape, the fine-grained score, and deterministic serialisation."""
+
+import json
+
+import pyarrow as pa
+
+from tasks.core.ultrafeedback.export import (
+    build_record,
+    export_schema,
+    fine_grained_score,
+    rating_histogram,
+    score_histogram,
+    to_arrow,
+    to_jsonl,
+)
+from tasks.core.ultrafeedback.intake import to_prompt
+from tasks.core.ultrafeedback.plan import plan_prompt
+from tasks.core.ultrafeedback.recipe import FINE_GRAINED_ASPECTS, UltraFeedbackRecipe
+
+
+def test_fine_grained_score_is_the_mean_skipping_na_and_unparsed():
+    assert fine_grained_score({"a": {"Rating": "4"}, "b": {"Rating": "5"}, "c": {"Rating": "N/A"},
+                               "d": None}) == 4.5
+    assert fine_grained_score({"a": {"Rating": "1"}, "b": {"Rating": "2"}, "c": {"Rating": "2"},
+                               "d": {"Rating": "2"}}) == 1.75
+    assert fine_grained_score({"a": {"Rating": "N/A"}, "b": None}) is None
+    assert fine_grained_score({}) is None
+
+
+def _fixture():
+    recipe = UltraFeedbackRecipe(sources=[{"name": "s", "path": "x"}])
+    prompt = to_prompt("s", 1, {"instruction": "Who wrote Hamlet?", "source": "sharegpt"},
+                       source=None, max_chars=100)
+    items = plan_prompt(recipe, prompt)
+    responses = {it.completion_id: f"answer from {it.model}" for it in items[:3]}  # 4th failed
+    ann = {"Rating": "4", "Rationale": "ok"}
+    typed = {"Type": ["None"], "Rationale": "none", "Rating": "N/A", "Rationale For Rating": "x"}
+    annotations = {(it.completion_id, a): (typed if a in ("truthfulness", "helpfulness") else ann)
+                   for it in items for a in FINE_GRAINED_ASPECTS}
+    annotations[(items[0].completion_id, "honesty")] = None
+    critiques = {items[0].completion_id: ("Solid.", 1.0), items[1].completion_id: (None, None)}
+    return prompt, items, responses, annotations, critiques
+
+
+def test_record_has_the_exact_shape_and_order():
+    prompt, items, responses, annotations, critiques = _fixture()
+    rec = build_record(prompt, items, responses, annotations, critiques, FINE_GRAINED_ASPECTS)
+    assert list(rec) == ["source", "instruction", "models", "completions", "correct_answers",
+                         "incorrect_answers"]
+    assert rec["models"] == [it.model for it in items[:3]]
+    assert rec["correct_answers"] == ["None"] and rec["incorrect_answers"] == ["None"]
+    first = rec["completions"][0]
+    assert list(first) == ["model", "principle", "custom_system_prompt", "response", "annotations",
+                           "critique", "overall_score", "fine-grained_score"]
+    assert list(first["annotations"]) == list(FINE_GRAINED_ASPECTS)
+    assert first["annotations"]["honesty"] is None
+    assert first["critique"] == "Solid." and first["overall_score"] == 1.0
+    assert first["fine-grained_score"] == 4.0  # instruction_following 4; N/A twice; honesty null
+    assert rec["completions"][1]["overall_score"] is None
+    assert first["custom_system_prompt"] == items[0].custom_system_prompt
+
+
+def test_prompt_without_any_completion_is_not_exported():
+    prompt, items, _, annotations, critiques = _fixture()
+    assert build_record(prompt, items, {}, annotations, critiques, FINE_GRAINED_ASPECTS) is None
+
+
+def test_arrow_and_jsonl_round_trip_deterministically():
+    prompt, items, responses, annotations, critiques = _fixture()
+    rec = build_record(prompt, items, responses, annotations, critiques, FINE_GRAINED_ASPECTS)
+    table = to_arrow([rec], FINE_GRAINED_ASPECTS)
+    assert table.schema == export_schema(FINE_GRAINED_ASPECTS)
+    assert table.to_pylist() == [rec]
+    assert to_jsonl([rec]) == to_jsonl([json.loads(to_jsonl([rec]))])
+    ann_type = table.schema.field("completions").type.value_type.field("annotations").type
+    assert ann_type.field("truthfulness").type.field("Type").type == pa.list_(pa.string())
+    assert ann_type.field("honesty").type.names == ["Rating", "Rationale"]
+
+
+def test_overall_rating_mode_exports_its_own_aspect():
+    schema = export_schema(("overall-rating",))
+    ann = schema.field("completions").type.value_type.field("annotations").type
+    assert ann.names == ["overall-rating"]
+
+
+def test_histograms_count_ratings_and_scores():
+    prompt, items, responses, annotations, critiques = _fixture()
+    rec = build_record(prompt, items, responses, annotations, critiques, FINE_GRAINED_ASPECTS)
+    rows = {r["aspect"]: r for r in rating_histogram([rec], FINE_GRAINED_ASPECTS)}
+    assert rows["honesty"]["4"] == 2 and rows["honesty"]["unparsed"] == 1
+    assert rows["truthfulness"]["N/A"] == 3
+    assert score_histogram([rec]) == [{"overall_score": "1", "completions": 1},
+                                      {"overall_score": "none", "completions": 2}]
