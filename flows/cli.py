@@ -90,13 +90,21 @@ def demo(preset: str, seed: int) -> None:
     from flows.demo import run_demo
 
     out = run_demo(preset=preset, seed=seed)
-    sim = out["simulator"]
-    click.echo("\nultraforge demo finished")
-    click.echo(f"  lake:       {out['lake']}")
-    click.echo(f"  warehouse:  {out['warehouse']}  (duckdb; views over the lake)")
-    click.echo(f"  journal:    {out['journal']}")
-    for flow in ("ultrafeedback", "ultrachat"):
-        click.echo(f"  {flow}:")
-        for key, value in out[flow].items():
-            click.echo(f"    {key}: {value}")
-    click.echo(f"  simulator:  {sim['requests']} HTTP requests, {sim['ok_repeats']} repeated paid calls")
+    uf, uc, sim = out["ultrafeedback"], out["ultrachat"], out["simulator"]
+    ufc = uf["counts"]
+    cost = sum(row["cost_usd"] for row in uf["usage"]) + sum(
+        row["cost_usd"] for row in uc["tables"]["usage-by-role"])
+    click.echo(f"""
+ultraforge demo finished
+  lake        {out['lake']}
+  warehouse   {out['warehouse']}   (DuckDB: views over the lake)
+  journal     {out['journal']}   (rerun the demo: nothing is paid twice)
+  ultrafeedback  {ufc['exported_prompts']} prompts, {ufc['exported_completions']} completions, \
+{ufc['aspect_ratings_parsed']}/{ufc['aspect_ratings']} aspect ratings parsed
+    {uf['jsonl']}
+    {uf['parquet']}
+  ultrachat      {uc['exported']} dialogues kept of {uc['dialogues']} ({uc['rejected']} rejected)
+    {uc['exports']['raw_jsonl']}
+    {uc['exports']['messages_parquet']}
+  simulator   {sim['requests']} HTTP requests, {sim['ok_repeats']} repeated paid calls, \
+simulated spend ${cost:.2f}""")
