@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -9,10 +10,22 @@ import click
 from tasks.adapters.errors import UltraforgeError
 
 
+class _OneLineForOurErrors(logging.Filter):
+    """Prefect logs a failed run's exception with its traceback; for our classified errors (bad
+    config, quota, fatal endpoint replies) the message is the whole story, so drop the trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], UltraforgeError):
+            record.exc_info = record.exc_text = None
+        return True
+
+
 class _Group(click.Group):
     """Turns UltraforgeError into a one-line message and exit code 1."""
 
     def invoke(self, ctx: click.Context):
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).addFilter(_OneLineForOurErrors())
         try:
             return super().invoke(ctx)
         except UltraforgeError as exc:

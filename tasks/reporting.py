@@ -11,6 +11,7 @@ import platform
 import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -24,7 +25,10 @@ from prefect.context import FlowRunContext, TaskRunContext
 from pydantic import BaseModel
 
 from tasks.adapters.lake import Lake
+from tasks.adapters.llm import load_pool
+from tasks.adapters.settings import Settings
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ultraforge", "prefect", "openai", "duckdb", "datasets", "s3fs", "pyarrow", "tenacity")
 
 
@@ -62,12 +66,21 @@ def publish_summary(key: str, markdown: str, tables: dict[str, list[dict[str, An
 
 
 def _git_sha() -> str | None:
+    """The commit of the code that ran (None when not run from a git checkout, e.g. the image)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True)
+                             timeout=5, check=True, cwd=REPO_ROOT)
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _models() -> dict[str, dict[str, str]]:
+    """Model id → API model and endpoint URL, as configured for this run (never keys)."""
+    pool = load_pool(Settings())
+    return {name: {"api_model": pool.api_model(name), "endpoint": spec.endpoint,
+                   "base_url": pool.endpoints[spec.endpoint].base_url}
+            for name, spec in sorted(pool.models.items())}
 
 
 def _versions() -> dict[str, str]:
@@ -81,7 +94,8 @@ def _versions() -> dict[str, str]:
 
 
 def write_manifest(lake: Lake, flow: str, recipe: BaseModel, counts: dict[str, Any]) -> str:
-    """Write runs/<flow>/<run id>/manifest.json: resolved recipe, versions, git sha, counts."""
+    """Write runs/<flow>/<run id>/manifest.json: resolved recipe, models and endpoints, versions,
+    git sha, counts."""
     now = datetime.now(UTC)
     run_id = _flow_run_id() or now.strftime("%Y%m%dT%H%M%S%fZ")
     manifest = {
@@ -92,6 +106,7 @@ def write_manifest(lake: Lake, flow: str, recipe: BaseModel, counts: dict[str, A
         "python": platform.python_version(),
         "packages": _versions(),
         "recipe": recipe.model_dump(mode="json"),
+        "models": _models(),
         "counts": counts,
     }
     data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8")

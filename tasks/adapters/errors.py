@@ -27,3 +27,7 @@ class RetryableAPIError(UltraforgeError):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
+
+
+class RejectedRequestError(UltraforgeError):
+    """The endpoint refused this one request (context length, content filter): not retried, not fatal."""

@@ -3,26 +3,28 @@
 Async over the official `openai` client with its own retries off (one retry policy, here, with
 tenacity). Per (endpoint, model): pacing from configured RPM/TPM, corrected by `x-ratelimit-*`
 headers, adaptive concurrency where no headers come, `retry-after` honoured. Retryable failures
-(rate-limit 429, 408, 409, 5xx, timeouts, connection errors) are retried with jittered
-exponential backoff; fatal ones (quota, request too large, 400/401/403/404/422) raise
-FatalAPIError naming the endpoint. Every success is journaled before it is returned, and a
-request whose content key is journaled is never sent again.
+(rate-limit 429, 408, 409, 5xx, timeouts, connection errors, malformed bodies) are retried with
+jittered exponential backoff; fatal ones (quota, request too large, any other 4xx) raise
+FatalAPIError naming the endpoint; a request the endpoint rejects on its own merits (context
+length, content filter) comes back as a ChatResult with `error` set. Every success is journaled
+before it is returned, and a request whose content key is journaled is never sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import openai
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from tasks.adapters.errors import FatalAPIError, RetryableAPIError
+from tasks.adapters.errors import FatalAPIError, RejectedRequestError, RetryableAPIError
 from tasks.adapters.journal import Journal, journal_at
 from tasks.adapters.ratelimit import Limiter, limiter_for
 from tasks.adapters.settings import Settings, secret_from_env
@@ -31,7 +33,10 @@ from tasks.core.pool import Endpoint, PoolConfig
 from tasks.core.tokens import estimate_prompt_tokens
 
 _FATAL_429_CODES = {"insufficient_quota", "credit_balance_exhausted"}
-_FATAL_STATUS = {400, 401, 403, 404, 422}
+_RETRY_STATUS = {408, 409, 429}  # and every 5xx; any other status stops the run
+_TOO_LARGE = re.compile(r"request too large", re.IGNORECASE)
+# Rejections of one request that say nothing about the others: recorded, not retried, not fatal.
+_REJECTED_CODES = {"context_length_exceeded", "content_filter", "content_policy_violation"}
 _backoff = wait_random_exponential(multiplier=0.5, max=30)
 
 
@@ -56,8 +61,13 @@ def _wait(state) -> float:
 
 
 def _error_body(exc: openai.APIStatusError) -> dict:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    return body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+    """The `error` object of an OpenAI-style body (a bare string body becomes its message)."""
+    body = exc.body
+    if isinstance(body, dict):
+        body = body.get("error", body)
+    if isinstance(body, str):
+        return {"message": body}
+    return body if isinstance(body, dict) else {}
 
 
 class Gateway:
@@ -77,7 +87,7 @@ class Gateway:
         if spec is None:
             raise FatalAPIError("?", f"model {request.model!r} is not in the pool")
         api_model = self.pool.api_model(request.model)
-        params = {**spec.sampling, **request.params}
+        params = merge_sampling(spec.sampling, request.params)
         key = request.key(api_model, params)
         stats = self._usage[request.model]
         if self.journal is not None and (hit := self.journal.get(key)) is not None:
@@ -100,6 +110,9 @@ class Gateway:
             stats["failed"] += 1
             return result.model_copy(update={"error": f"gave up after {result.attempts} "
                                                       f"attempts: {exc}"})
+        except RejectedRequestError as exc:
+            stats["failed"] += 1
+            return result.model_copy(update={"error": f"rejected: {exc}"})
         stats["requests"] += 1
         stats["prompt_tokens"] += result.usage.prompt_tokens
         stats["completion_tokens"] += result.usage.completion_tokens
@@ -150,58 +163,75 @@ class Gateway:
 
     async def _send(self, name: str, endpoint: Endpoint, limiter: Limiter, api_model: str,
                     messages: list[dict], params: dict, result: ChatResult) -> None:
-        """One attempt; fills `result` on success, raises Retryable/Fatal otherwise."""
-        n = int(params.get("n", 1))
+        """One attempt; fills `result` on success, raises Retryable/Fatal/Rejected otherwise."""
         reserved = estimate_prompt_tokens(messages) + int(
-            params.get("max_tokens") or params.get("max_completion_tokens") or 0) * n
+            params.get("max_tokens") or params.get("max_completion_tokens") or 0) * int(params.get("n", 1))
+        if limiter.tokens and reserved > limiter.tokens.per_minute:
+            raise FatalAPIError(name, f"request too large: needs ~{reserved} tokens (prompt + max_tokens), "
+                                      f"the limit is {limiter.tokens.per_minute} TPM")
         await limiter.admit(reserved)
         started = time.monotonic()
         used = latency = None
         try:
-            raw = await self._client(name, endpoint).chat.completions.with_raw_response.create(
-                model=api_model, messages=messages, **params)
+            try:
+                raw = await self._client(name, endpoint).chat.completions.with_raw_response.create(
+                    model=api_model, messages=messages, **params)
+                completion = raw.parse()
+                choice = completion.choices[0]
+            except openai.APIStatusError as exc:
+                limiter.observe(exc.response.headers)
+                self._raise_classified(name, exc, limiter)
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                raise RetryableAPIError(f"{type(exc).__name__}: {exc}") from None
+            except (openai.APIResponseValidationError, IndexError, AttributeError, ValueError) as exc:
+                raise RetryableAPIError(f"malformed response: {type(exc).__name__}: {exc}") from None
             latency = time.monotonic() - started
             limiter.observe(raw.headers)
-            completion = raw.parse()
-        except openai.APIStatusError as exc:
-            limiter.observe(exc.response.headers)
-            self._raise_classified(name, exc, limiter)
-        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            raise RetryableAPIError(f"{type(exc).__name__}: {exc}") from None
+            usage = completion.usage
+            used = usage.total_tokens if usage else None
         finally:
-            if latency is None:
-                limiter.finish(reserved=reserved, used=None, latency=None)
-        choice = completion.choices[0]
-        usage = completion.usage
-        used = usage.total_tokens if usage else None
-        limiter.finish(reserved=reserved, used=used, latency=latency)
+            limiter.finish(reserved=reserved, used=used, latency=latency)
         result.text = choice.message.content
         result.finish_reason = choice.finish_reason
         result.usage = Usage(prompt_tokens=usage.prompt_tokens if usage else 0,
                              completion_tokens=usage.completion_tokens if usage else 0)
         result.latency_s = round(latency, 4)
 
-    def _raise_classified(self, name: str, exc: openai.APIStatusError, limiter: Limiter):
+    def _raise_classified(self, name: str, exc: openai.APIStatusError, limiter: Limiter) -> NoReturn:
+        """Map an HTTP error to Fatal (stop the run), Rejected (this request only) or Retryable."""
         status = exc.status_code
         err = _error_body(exc)
         message = self._redact(str(err.get("message") or exc.message))
-        code = str(err.get("code") or err.get("type") or "")
-        if status == 429 and (code in _FATAL_429_CODES or err.get("type") in _FATAL_429_CODES):
-            raise FatalAPIError(name, f"quota exhausted (429 {code}): {message}") from None
-        if status == 429 and message.startswith("Request too large"):
-            raise FatalAPIError(name, f"request too large (429): {message}") from None
-        if status in _FATAL_STATUS:
-            raise FatalAPIError(name, f"HTTP {status} {code}: {message}") from None
-        retry_after = _retry_after(exc.response.headers)
-        if status in (429, 503):
-            limiter.overloaded(retry_after)
-        raise RetryableAPIError(f"HTTP {status} {code}: {message}", retry_after, status) from None
+        labels = {str(err.get("code") or ""), str(err.get("type") or "")} - {""}
+        code = "/".join(sorted(labels))
+        if labels & _FATAL_429_CODES:
+            raise FatalAPIError(name, f"quota exhausted ({status} {code}): {message}") from None
+        if status == 413 or "request_too_large" in labels or _TOO_LARGE.search(message):
+            raise FatalAPIError(name, f"request too large ({status}): {message}") from None
+        if labels & _REJECTED_CODES:
+            raise RejectedRequestError(f"HTTP {status} {code}: {message}") from None
+        if status in _RETRY_STATUS or status >= 500:
+            retry_after = _retry_after(exc.response.headers)
+            if status in (429, 503):
+                limiter.overloaded(retry_after)
+            raise RetryableAPIError(f"HTTP {status} {code}: {message}", retry_after, status) from None
+        raise FatalAPIError(name, f"HTTP {status} {code}: {message}") from None
 
     def _redact(self, text: str) -> str:
         for key in self._keys.values():
             if key:
                 text = text.replace(key, "***")
         return text
+
+
+def merge_sampling(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Request parameters over the model's defaults; a request's max_completion_tokens replaces a
+    default max_tokens (and vice versa): newer OpenAI models reject requests that carry both."""
+    merged = {**defaults, **overrides}
+    for mine, other in (("max_tokens", "max_completion_tokens"), ("max_completion_tokens", "max_tokens")):
+        if mine in overrides and other not in overrides:
+            merged.pop(other, None)
+    return merged
 
 
 def resolve_api_keys(pool: PoolConfig) -> dict[str, str]:

@@ -86,7 +86,12 @@ class AdaptiveSlots:
                 return
             fut = loop.create_future()
             self._waiters.append((loop, fut))
-        await fut  # the slot was counted for us by whoever woke us
+        try:
+            await fut  # the slot was counted for us by whoever woke us
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # handed a slot, then cancelled: give it back
+                self.release()
+            raise
 
     def release(self) -> None:
         with self._lock:
@@ -133,9 +138,11 @@ class Limiter:
         self._floor_stamp = time.monotonic()
 
     async def admit(self, tokens: int) -> None:
-        """Wait until a request costing `tokens` (prompt estimate + max_tokens) may be sent."""
-        while (wait := self.paused_until - time.monotonic()) > 0:
-            await asyncio.sleep(wait)
+        """Wait until a request costing `tokens` (prompt estimate + max_tokens) may be sent.
+
+        Holds a concurrency slot on return: the caller must call `finish`.
+        """
+        await self._sleep_out_pause()
         with self._lock:
             now = time.monotonic()
             wait = max(self.requests.reserve(1, now) if self.requests else 0.0,
@@ -143,6 +150,15 @@ class Limiter:
         if wait > 0:
             await asyncio.sleep(wait)
         await self.slots.acquire()
+        try:
+            await self._sleep_out_pause()  # a 429 may have paused the endpoint while we queued
+        except BaseException:
+            self.slots.release()
+            raise
+
+    async def _sleep_out_pause(self) -> None:
+        while (wait := self.paused_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
 
     def finish(self, *, reserved: int, used: int | None, latency: float | None) -> None:
         """Release the slot; on success (`latency` set) grow concurrency and refund tokens."""

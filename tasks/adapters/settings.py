@@ -5,18 +5,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.adapters.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "flows" / "recipes"
+ENV_FILE = ".env"  # read from the working directory, like docker-compose does
 
 
 class Settings(BaseSettings):
     """Where data lands and how to reach it. Env vars: ULTRAFORGE_<FIELD> (e.g. ULTRAFORGE_LAKE_URL)."""
 
-    model_config = SettingsConfigDict(env_prefix="ULTRAFORGE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ULTRAFORGE_", env_file=ENV_FILE, extra="ignore")
 
     data_dir: Path = Field(default=Path("data"), description="Root for local lake, warehouse, journal.")
     lake_url: str | None = Field(default=None, description="Local path or s3://bucket/prefix.")
@@ -56,8 +58,8 @@ class Settings(BaseSettings):
 
 
 def secret_from_env(var: str, *, owner: str) -> SecretStr:
-    """The value of environment variable `var`, or a ConfigError naming `owner` and the variable."""
-    value = os.environ.get(var)
+    """Variable `var` from the environment or the `.env` file, else a ConfigError naming `owner`."""
+    value = os.environ.get(var) or dotenv_values(ENV_FILE).get(var)
     if not value:
         raise ConfigError(f"{owner}: environment variable {var} is not set (it should hold the API key)")
     return SecretStr(value)

@@ -53,6 +53,8 @@ class Endpoint(Strict):
     @classmethod
     def _url(cls, v: str) -> str:
         u = urlparse(v)
+        if u.username or u.password:  # never echo it: the userinfo may be a credential
+            raise ValueError("credentials in the URL are not allowed (use api_key_env)")
         if u.scheme not in ("http", "https") or not u.netloc:
             raise ValueError(f"malformed URL {v!r}: expected http(s)://host[:port]/path")
         return v.rstrip("/")

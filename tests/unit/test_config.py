@@ -3,7 +3,7 @@
 import pytest
 
 from tasks.adapters.errors import ConfigError
-from tasks.adapters.settings import RECIPES_DIR, secret_from_env
+from tasks.adapters.settings import RECIPES_DIR, Settings, secret_from_env
 from tasks.core.pool import PoolConfig
 
 GOOD_ENDPOINT = "endpoints:\n  local:\n    base_url: http://127.0.0.1:8900/v1\n"
@@ -46,7 +46,8 @@ def test_malformed_url(tmp_path, url):
     assert "malformed URL" in msg and "http(s)://" in msg
 
 
-@pytest.mark.parametrize("value", ["sk-proj-Ab3dE5fG7hJ9kL1mN3pQ5rS7", "sk-ant-api03-abc", "hf_AbCdEf0123456789", "ab cd"])
+@pytest.mark.parametrize("value", ["sk-proj-Ab3dE5fG7hJ9kL1mN3pQ5rS7", "sk-ant-api03-abc",
+                                   "hf_AbCdEf0123456789", "ab cd"])
 def test_api_key_env_must_name_a_variable(tmp_path, value):
     msg = _load_error(tmp_path, GOOD_ENDPOINT + f"    api_key_env: '{value}'\nmodels: {{}}\n")
     assert "pool.yaml:4: endpoints.local.api_key_env" in msg
@@ -57,6 +58,12 @@ def test_api_key_env_error_does_not_echo_the_key(tmp_path):
     key = "sk-proj-Ab3dE5fG7hJ9kL1mN3pQ5rS7"
     msg = _load_error(tmp_path, GOOD_ENDPOINT + f"    api_key_env: '{key}'\nmodels: {{}}\n")
     assert key not in msg
+
+
+def test_credentials_in_a_url_are_refused_without_echoing_them(tmp_path):
+    msg = _load_error(tmp_path, "endpoints:\n  local:\n    base_url: 'https://bob:hunter2@host/v1'\n"
+                                "models: {}\n")
+    assert "credentials in the URL are not allowed" in msg and "hunter2" not in msg
 
 
 def test_model_on_unknown_endpoint(tmp_path):
@@ -96,3 +103,14 @@ def test_key_from_env_is_hidden_when_printed(monkeypatch):
     value = secret_from_env("ULTRAFORGE_TEST_KEY", owner="endpoint 'openai'")
     assert value.get_secret_value() == secret
     assert secret not in f"{value} {value!r}"
+
+
+def test_keys_may_come_from_a_dotenv_file_and_settings_never_print_secrets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("UF_DOTENV_KEY", raising=False)
+    (tmp_path / ".env").write_text("UF_DOTENV_KEY=sk-from-dotenv-0123\n"
+                                   "ULTRAFORGE_S3_SECRET_ACCESS_KEY=s3-secret-4567\n")
+    assert secret_from_env("UF_DOTENV_KEY", owner="x").get_secret_value() == "sk-from-dotenv-0123"
+    settings = Settings()
+    assert settings.s3_secret_access_key.get_secret_value() == "s3-secret-4567"
+    assert "s3-secret-4567" not in f"{settings} {settings!r} {settings.model_dump()}"

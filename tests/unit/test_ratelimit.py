@@ -96,3 +96,22 @@ def test_a_429_with_known_limits_pauses_and_drains_but_keeps_concurrency():
     limiter.overloaded(retry_after=0.5)
     assert limiter.slots.limit == 32  # the buckets pace; halving slots would only lose throughput
     assert limiter.requests.level <= 0 and limiter.paused_until > 0
+
+
+@pytest.mark.parametrize("handed_over", [False, True])
+def test_a_waiter_cancelled_after_being_handed_a_slot_gives_it_back(handed_over):
+    async def scenario():
+        slots = AdaptiveSlots(limit=1, ceiling=1)
+        await slots.acquire()
+        waiter = asyncio.create_task(slots.acquire())
+        await asyncio.sleep(0)  # the waiter is queued
+        slots.release()  # hands the slot to the waiter (via call_soon)...
+        if handed_over:
+            await asyncio.sleep(0)  # ...the hand-over ran: the waiter holds the slot...
+        waiter.cancel()  # ...and is cancelled before it resumes
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        await asyncio.wait_for(slots.acquire(), timeout=1)  # the slot came back
+        assert slots.in_flight == 1
+
+    asyncio.run(scenario())
