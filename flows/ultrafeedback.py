@@ -2,13 +2,14 @@
 
 Reads: the recipe (YAML + `--set` overrides), its prompt sources, the model pool, the gateway
 journal. Writes to the lake: uf_prompts, uf_quarantine, uf_plan, uf_completions, uf_annotations,
-uf_critiques, uf_usage (Parquet shards), exports/ultrafeedback/<name>.{jsonl,parquet} and
-runs/ultrafeedback/<run>/manifest.json; refreshes the warehouse views over those tables.
+uf_critiques, uf_failures, uf_usage (Parquet shards), exports/ultrafeedback/<name>.{jsonl,parquet}
+and runs/ultrafeedback/<run>/manifest.json; refreshes the warehouse views over those tables.
 Publishes a progress artifact per stage (updated per shard) and an end-of-run summary.
 
 The narrative: load and quarantine prompts → plan 4 of N models per prompt → generate the
 missing completions → rate each (prompt, aspect) → critique each completion → export. Each stage
-only submits work the lake does not have yet, at most `max_parallel_shards` shards at a time.
+only submits work the lake does not have yet, at most `max_parallel_shards` shards at a time;
+jobs that failed for good in an earlier run are submitted again.
 """
 
 from __future__ import annotations
@@ -26,26 +27,23 @@ from tasks.adapters.errors import ConfigError
 from tasks.adapters.lake import Lake
 from tasks.adapters.llm import load_pool
 from tasks.adapters.settings import RECIPES_DIR, Settings
-from tasks.core.ultrafeedback.estimate import estimate_run
-from tasks.core.ultrafeedback.judge import annotation_jobs, critique_jobs
+from tasks.core.ultrafeedback.estimate import estimate_run, landed_calls
+from tasks.core.ultrafeedback.judge import annotation_jobs, answered_completions, critique_jobs
 from tasks.core.ultrafeedback.plan import build_plan, shards
 from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe, check_against_pool
 from tasks.core.yamlconf import load_recipe
 from tasks.reporting import Progress, markdown_table, publish_summary, write_manifest
 from tasks.ultrafeedback import (
-    annotate_shard,
-    critique_shard,
-    done_ids,
     export,
-    generate_shard,
     land_plan,
     land_shard,
+    landed_ids,
     load_prompts,
     read_prompts,
     read_responses,
     refresh_warehouse,
-    shard_key,
 )
+from tasks.ultrafeedback_calls import annotate_shard, critique_shard, generate_shard
 
 DEFAULT_RECIPE = RECIPES_DIR / "ultrafeedback.yaml"
 MAX_SHARD_THREADS = 64  # hard bound on task threads; the recipe's max_parallel_shards is lower
@@ -73,25 +71,25 @@ def resolve_recipe(params: UltraFeedbackParams) -> tuple[UltraFeedbackRecipe, Pa
     return recipe, Path(params.recipe).resolve().parent
 
 
-def _run_shards(title: str, table: str, stage: str, jobs: list, ids: Callable[[Any], str],
-                size: int, limit: int, submit: Callable) -> list[dict[str, Any]]:
+def _run_shards(title: str, table: str, stage: str, jobs: list, size: int, limit: int,
+                submit: Callable) -> list[dict[str, Any]]:
     """Submit shards of `jobs` (at most `limit` in flight), land each as it finishes."""
     batches = shards(jobs, size)
     if not batches:
         return []
     progress = Progress(f"ultrafeedback {title}: {len(batches)} shards")
     landed: list[dict[str, Any]] = []
-    pending: dict[Any, str] = {}
+    pending: set[Any] = set()
 
     def finish(future) -> None:
-        key = pending.pop(future)
-        landed.append(land_shard(table, key, future.result()))
+        pending.discard(future)
+        landed.append(land_shard(table, stage, future.result()))
         progress.update(len(landed), len(batches))
 
     for batch in batches:
         if len(pending) >= limit:
             finish(next(as_completed(list(pending))))
-        pending[submit(batch)] = shard_key(stage, [ids(j) for j in batch])
+        pending.add(submit(batch))
     for future in as_completed(list(pending)):
         finish(future)
     return landed
@@ -110,46 +108,35 @@ def ultrafeedback(params: UltraFeedbackParams = DEFAULT_PARAMS) -> dict[str, Any
     plan = build_plan(recipe, prompts.values())
     land_plan(plan)
 
-    have = done_ids("uf_completions", "completion_id")
-    todo = [it for it in plan if it.completion_id not in have]
-    gen = _run_shards("generation", "uf_completions", "gen", todo, lambda it: it.completion_id,
+    have = landed_ids("uf_completions", "completion_id")
+    gen = _run_shards("generation", "uf_completions", "gen",
+                      [it for it in plan if it.completion_id not in have],
                       recipe.generation.shard_size, limit, generate_shard.submit)
 
-    responses = read_responses([it.completion_id for it in plan])
-    answered = _answered(plan, responses)
-    ann_jobs = annotation_jobs(recipe.seed, recipe.annotation, prompts, answered)
-    have = done_ids("uf_annotations", "annotation_id")
+    done = answered_completions(plan, read_responses([it.completion_id for it in plan]))
+    ann_jobs = annotation_jobs(recipe.seed, recipe.annotation, prompts, done)
+    have = landed_ids("uf_annotations", "annotation_id")
     ann = _run_shards("annotation", "uf_annotations", "ann",
                       [j for j in ann_jobs if j.annotation_id not in have],
-                      lambda j: j.annotation_id, recipe.annotation.shard_size, limit,
+                      recipe.annotation.shard_size, limit,
                       lambda b: annotate_shard.submit(b, recipe.annotation.max_reasks))
 
-    crit_jobs = critique_jobs(recipe.critique, prompts, answered) if recipe.critique.enabled \
-        else []
-    have = done_ids("uf_critiques", "critique_id")
+    crit_jobs = critique_jobs(recipe.critique, prompts, done) if recipe.critique.enabled else []
+    have = landed_ids("uf_critiques", "critique_id")
     crit = _run_shards("critique", "uf_critiques", "crit",
                        [j for j in crit_jobs if j.critique_id not in have],
-                       lambda j: j.critique_id, recipe.critique.shard_size, limit,
+                       recipe.critique.shard_size, limit,
                        lambda b: critique_shard.submit(b, recipe.critique.max_reasks))
 
     out = export(recipe, list(prompts.values()), plan, [j.annotation_id for j in ann_jobs],
                  [j.critique_id for j in crit_jobs])
     warehouse = refresh_warehouse()
-    counts = _counts(intake["counts"], plan, ann_jobs, crit_jobs, out, gen, ann, crit)
     usage = _usage([*gen, *ann, *crit])
+    counts = _counts(intake["counts"], plan, ann_jobs, crit_jobs, out, ann, crit, usage)
     manifest = write_manifest(Lake.from_settings(Settings()), "ultrafeedback", recipe, counts)
     _publish(counts, usage, out, intake["quarantined"])
     return {"jsonl": out["jsonl"], "parquet": out["parquet"], "manifest": manifest,
             "warehouse": warehouse, "counts": counts, "usage": usage}
-
-
-def _answered(plan, responses: dict[str, str]) -> dict[str, list]:
-    """(plan item, response) for the completions that have one, by prompt, in rank order."""
-    grouped: dict[str, list] = {}
-    for it in plan:
-        if it.completion_id in responses:
-            grouped.setdefault(it.prompt_id, []).append((it, responses[it.completion_id]))
-    return grouped
 
 
 def _stage_stats(landed: list[dict[str, Any]]) -> dict[str, int]:
@@ -160,20 +147,31 @@ def _stage_stats(landed: list[dict[str, Any]]) -> dict[str, int]:
     return total
 
 
-def _counts(intake: dict, plan, ann_jobs, crit_jobs, out: dict, gen, ann, crit) -> dict[str, Any]:
-    """The run's counts: in, out, quarantined, failed, and what this run paid for."""
-    g, a, c = _stage_stats(gen), _stage_stats(ann), _stage_stats(crit)
+def _counts(intake: dict, plan, ann_jobs, crit_jobs, out: dict, ann, crit,
+            usage: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's counts: in, out, quarantined, failed, and what this run paid for.
+
+    `failed_completions` and `*_calls_failed` are what is still missing after this run (the next
+    run retries it); `*_requests_paid` are calls sent and paid for in this run, journal replays
+    not included.
+    """
+    a, c = _stage_stats(ann), _stage_stats(crit)
     replies = a.get("replies", 0) + c.get("replies", 0)
     unparsed = a.get("unparsed_replies", 0) + c.get("unparsed_replies", 0)
     e = out["counts"]
+    paid = {stage: sum(u["requests"] for u in usage if u["stage"] == stage)
+            for stage in ("generation", "annotation", "critique")}
     return {
         **intake,
         "planned_completions": len(plan),
         **e,
         "failed_completions": len(plan) - e["exported_completions"],
         "annotation_calls_planned": len(ann_jobs),
+        "annotation_calls_failed": a.get("calls_failed", 0),
         "critique_calls_planned": len(crit_jobs),
-        "generation_requests_this_run": g.get("requests", 0),
+        "critique_calls_failed": c.get("calls_failed", 0),
+        **{f"{stage}_requests_paid": n for stage, n in paid.items()},
+        "requests_from_journal": sum(u["from_journal"] for u in usage),
         "judge_replies_this_run": replies,
         "unparsed_judge_replies_this_run": unparsed,
         "judge_reply_parse_failure_rate": round(unparsed / replies, 4) if replies else 0.0,
@@ -215,7 +213,8 @@ def _publish(counts: dict, usage: list[dict], out: dict, quarantined: list[dict]
 
 
 def dry_run(params: UltraFeedbackParams) -> dict[str, Any]:
-    """What a run would do, without landing or paying: plan counts and a token/cost estimate."""
+    """What a run would do, without landing or paying: plan counts, how many calls the lake
+    already holds, and a token/cost estimate for a run from scratch."""
     recipe, base_dir = resolve_recipe(params)
     pool = load_pool(Settings())
     prompts, _, counts = read_prompts(recipe, base_dir)
@@ -223,9 +222,11 @@ def dry_run(params: UltraFeedbackParams) -> dict[str, Any]:
     rows = estimate_run(recipe, prompts, plan,
                         {m: spec.sampling for m, spec in pool.models.items()},
                         lambda m, i, o: pool.models[m].price.cost(i, o))
-    counts = {**counts, "planned_completions": len(plan),
-              "annotation_calls": len(prompts) * len(recipe.annotation.aspects),
-              "critique_calls": len(plan) if recipe.critique.enabled else 0}
+    landed = landed_calls(recipe, prompts, plan,
+                          read_responses([it.completion_id for it in plan]),
+                          landed_ids("uf_annotations", "annotation_id"),
+                          landed_ids("uf_critiques", "critique_id"))
+    counts = {**counts, "planned_completions": len(plan), **landed}
     total = {k: sum(r[k] for r in rows) for k in ("requests", "input_tokens", "output_tokens")}
     total["cost_usd"] = round(sum(r["cost_usd"] for r in rows), 4)
     return {"recipe": params.recipe, "counts": counts, "estimate": rows, "total": total}

@@ -11,6 +11,10 @@ element for a JSON array, the row for Parquet and datasets. Unreadable files (no
 corrupt Parquet) become one RowError at row 0; a path that does not exist, or a dataset that
 cannot be loaded, is a ConfigError (the recipe is wrong, not the data).
 
+Every string a SourceRow holds is valid Unicode: JSON can spell a lone surrogate (`"\\ud800"`),
+which no UTF-8 writer (Parquet, JSONL) accepts, so a row holding one anywhere, mapped or not, is
+a RowError whose `field` is the dotted path of the bad value. A RowError's `raw` is ASCII-safe.
+
 Formats (`format="auto"` picks by suffix; a directory is a `datasets.save_to_disk` folder):
 - jsonl: one JSON object per line; blank lines skipped; each line decoded as strict UTF-8.
 - json: an array of objects, or an object holding one under "data"/"rows"/"train".
@@ -26,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,6 +38,7 @@ from typing import Any, NamedTuple
 from tasks.adapters.errors import ConfigError
 
 RAW_CHARS = 500
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SUFFIX_FORMAT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
                   ".pq": "parquet", ".csv": "csv"}
 
@@ -46,6 +52,37 @@ class RowError(NamedTuple):
     row: int
     reason: str
     raw: str
+    field: str = "<row>"
+
+
+def invalid_text(value: Any, path: str = "") -> tuple[str, str] | None:
+    """(dotted path, reason) of the first string or key in `value` that is not valid Unicode."""
+    if isinstance(value, str):
+        bad = _SURROGATE.search(value)
+        if bad is None:
+            return None
+        return path or "<value>", f"not valid Unicode: lone surrogate U+{ord(bad.group()):04X}"
+    items: Any = ()
+    if isinstance(value, dict):
+        for key in value:
+            if isinstance(key, str) and (found := invalid_text(key, path)):
+                return _join(path, ascii(key)), found[1]
+        items = ((str(k), v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((str(i), v) for i, v in enumerate(value))
+    for key, item in items:
+        if (found := invalid_text(item, _join(path, key))) is not None:
+            return found
+    return None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _preview(value: Any) -> str:
+    """An ASCII-safe JSON preview of a parsed value (lone surrogates stay `\\udXXX` escapes)."""
+    return json.dumps(value, ensure_ascii=True, default=str)[:RAW_CHARS]
 
 
 def get_path(record: Any, path: str) -> tuple[bool, Any]:
@@ -126,7 +163,7 @@ def _json(path: Path) -> Iterator[SourceRow | RowError]:
             yield SourceRow(number, item)
         else:
             yield RowError(number, f"expected a JSON object, got {type(item).__name__}",
-                           _raw(json.dumps(item, ensure_ascii=False, default=str)))
+                           _preview(item))
 
 
 def _cell(value: str | None) -> Any:
@@ -226,5 +263,9 @@ def read_records(*, path: str | Path | None = None, dataset: str | None = None,
     for count, item in enumerate(rows, start=1):
         if limit is not None and count > limit:
             return
-        yield item if isinstance(item, RowError) else SourceRow(item.row,
-                                                                map_fields(item.data, fields))
+        if isinstance(item, RowError):
+            yield item
+        elif (bad := invalid_text(item.data)) is not None:
+            yield RowError(item.row, bad[1], _preview(item.data), field=bad[0])
+        else:
+            yield SourceRow(item.row, map_fields(item.data, fields))

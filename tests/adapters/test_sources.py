@@ -99,3 +99,26 @@ def test_get_path():
     assert get_path(record, "c") == (True, None)
     assert get_path(record, "a.5.b") == (False, None)
     assert get_path(record, "x") == (False, None)
+
+
+def test_lone_surrogates_anywhere_in_a_row_are_row_errors_naming_the_field(tmp_path):
+    # JSON escapes can spell a lone surrogate, which no UTF-8 writer accepts.
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"q": "fine", "answers": ["a", "\\ud800"]}\n'
+                     b'{"q": "fine", "meta": {"kind": "fl\\udfffan"}}\n'
+                     b'{"q": "fine", "unmapped": [{"deep": "\\udc80"}]}\n'
+                     b'{"q": "pair \\ud83d\\ude00 is fine"}\n')
+    out = rows(path=path, fields=FIELDS)
+    assert [(e.row, e.field, e.reason) for e in out[:3]] == [
+        (1, "answers.1", "not valid Unicode: lone surrogate U+D800"),
+        (2, "meta.kind", "not valid Unicode: lone surrogate U+DFFF"),
+        (3, "unmapped.0.deep", "not valid Unicode: lone surrogate U+DC80")]
+    assert out[0].raw == '{"q": "fine", "answers": ["a", "\\ud800"]}'  # ASCII-safe preview
+    assert all(e.raw.isascii() for e in out[:3])
+    assert out[3] == SourceRow(4, {"instruction": "pair \U0001F600 is fine"})
+    (tmp_path / "a.json").write_text('[{"q": "x"}, "\\ud800"]')
+    bad = rows(path=tmp_path / "a.json")[1]
+    assert bad.row == 2 and bad.reason == "expected a JSON object, got str" and bad.raw.isascii()
+    (tmp_path / "c.csv").write_text('q,answers\nhi,"[""\\ud800""]"\n')
+    [err] = rows(path=tmp_path / "c.csv")
+    assert (err.row, err.field) == (1, "answers.0")

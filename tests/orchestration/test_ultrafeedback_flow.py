@@ -3,7 +3,10 @@ lake on moto's S3 server or a local directory, and a real Prefect API.
 
 Must-shows (issue 3): 200 prompts × 4 models with faults; SIGKILL mid-generation then rerun gives
 a byte-identical export with no paid call repeated beyond those in flight; bad prompt files are
-quarantined and the run completes; raising N / adding a model only generates what is missing.
+quarantined and the run completes; raising N / adding a model only generates what is missing
+and leaves no duplicate ids. Also: calls that failed for good (generation or judge) are retried
+and land on the next run, with exit code 2 meanwhile; config errors exit 1 naming the file or
+source.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
-from flows.ultrafeedback import UltraFeedbackParams, ultrafeedback
+from flows.cli import main as cli
+from flows.ultrafeedback import UltraFeedbackParams, dry_run, ultrafeedback
 from tasks.adapters.lake import Lake
 from tasks.adapters.settings import RECIPES_DIR, Settings
 from tasks.adapters.warehouse import Warehouse
@@ -72,12 +77,14 @@ def fast_pool(tmp: Path, concurrency: int = 64) -> Path:
     return path
 
 
-def settings_env(settings: Settings, base_url: str, pool: Path) -> dict[str, str]:
-    """ULTRAFORGE_* variables that make `Settings()` in flows and tasks equal `settings`."""
+def settings_env(settings: Settings, base_url: str | None, pool: Path) -> dict[str, str]:
+    """ULTRAFORGE_* variables that make `Settings()` in flows and tasks equal `settings`
+    (`base_url` None: the pool's own endpoint URLs)."""
     env = {"ULTRAFORGE_DATA_DIR": str(settings.data_dir),
            "ULTRAFORGE_WAREHOUSE_PATH": str(settings.warehouse),
-           "ULTRAFORGE_JOURNAL_DIR": str(settings.journal),
-           "ULTRAFORGE_ENDPOINT_BASE_URL": base_url, "ULTRAFORGE_POOL_PATH": str(pool)}
+           "ULTRAFORGE_JOURNAL_DIR": str(settings.journal), "ULTRAFORGE_POOL_PATH": str(pool)}
+    if base_url:
+        env["ULTRAFORGE_ENDPOINT_BASE_URL"] = base_url
     if settings.lake_url:
         env["ULTRAFORGE_LAKE_URL"] = settings.lake_url
     if settings.s3_endpoint_url:
@@ -119,6 +126,25 @@ def one(wh: Warehouse, sql: str):
     return next(iter(wh.query(sql)[0].values()))
 
 
+ID_COLUMNS = (("uf_prompts", "prompt_id"), ("uf_plan", "completion_id"),
+              ("uf_completions", "completion_id"), ("uf_critiques", "critique_id"),
+              ("uf_annotations", "annotation_id || completion_id"))
+
+
+def assert_no_duplicate_ids(wh: Warehouse) -> None:
+    views = {r["view_name"] for r in wh.query("SELECT view_name FROM duckdb_views()")}
+    for table, key in ID_COLUMNS:
+        if table in views:
+            assert one(wh, f"SELECT count(*) - count(DISTINCT {key}) FROM {table}") == 0, table
+
+
+def assert_summary_matches_warehouse(wh: Warehouse, summary: dict) -> None:
+    """The run's counts equal what the warehouse holds (one plan, nothing stale in it)."""
+    assert one(wh, "SELECT count(*) FROM uf_prompts") == summary["prompts"]
+    assert one(wh, "SELECT count(*) FROM uf_plan") == summary["planned_completions"]
+    assert one(wh, "SELECT count(*) FROM uf_completions") == summary["exported_completions"]
+
+
 # ---- 200 prompts × 4 models, faults on, lake on S3 ------------------------------------------------
 
 def test_200_prompts_by_4_models_with_faults_on_s3(prefect_api, make_simulator, s3_settings,
@@ -146,18 +172,16 @@ def test_200_prompts_by_4_models_with_faults_on_s3(prefect_api, make_simulator, 
     summary = {r["count"]: r["value"] for r in summary_table(run_id, "counts")}
     assert summary == counts
     with Warehouse.from_settings(s3_settings, read_only=True) as wh:
-        for table, key in (("uf_prompts", "prompt_id"), ("uf_plan", "completion_id"),
-                           ("uf_completions", "completion_id"), ("uf_critiques", "critique_id"),
-                           ("uf_annotations", "annotation_id || completion_id")):
-            assert one(wh, f"SELECT count(*) - count(DISTINCT {key}) FROM {table}") == 0, table
-        assert one(wh, "SELECT count(DISTINCT prompt_id) FROM uf_prompts") == summary["prompts"]
-        assert one(wh, "SELECT count(*) FROM uf_plan") == summary["planned_completions"]
-        assert one(wh, "SELECT count(*) FROM uf_completions WHERE error IS NULL") == \
-            summary["exported_completions"]
+        assert_no_duplicate_ids(wh)
+        assert_summary_matches_warehouse(wh, summary)
         assert one(wh, "SELECT count(*) FROM uf_annotations WHERE annotation IS NOT NULL") == \
             summary["aspect_ratings_parsed"]
         assert one(wh, "SELECT count(*) FROM uf_critiques WHERE overall_score IS NOT NULL") == \
             summary["critiques_parsed"]
+        assert one(wh, "SELECT count(DISTINCT annotation_id) FROM uf_annotations") == \
+            summary["annotation_calls_planned"]
+        assert one(wh, "SELECT count(*) FROM uf_annotations WHERE request_key IS NULL "
+                       "OR finish_reason IS NULL OR prompt_tokens = 0") == 0
         usage = summary_table(run_id, "usage")
         assert one(wh, "SELECT sum(requests) FROM uf_usage") == sum(u["requests"] for u in usage)
         ratings = wh.query("SELECT aspect, rating, count(*) AS n FROM uf_annotations "
@@ -185,12 +209,17 @@ def test_200_prompts_by_4_models_with_faults_on_s3(prefect_api, make_simulator, 
     assert from_json.features == from_parquet.features
     assert from_parquet[0]["completions"][0]["annotations"]["truthfulness"] is not None
 
+    # the first run paid for every call it made
+    assert counts["generation_requests_paid"] == 800 and counts["requests_from_journal"] == 0
+    assert counts["annotation_requests_paid"] >= 800 and counts["critique_requests_paid"] >= 800
+
     # rerun: nothing new is paid for or landed, and the export is unchanged
     requests_before = stats["requests"]
+    shards_before = {t: lake.shard_keys(t) for t in ("uf_completions", "uf_annotations",
+                                                      "uf_critiques", "uf_usage", "uf_plan")}
     again, _ = run_in_process(monkeypatch, env, recipe)
-    assert again["counts"]["generation_requests_this_run"] == 0
-    assert again["counts"]["judge_replies_this_run"] == 0
     assert sim.stats()["requests"] == requests_before
+    assert {t: lake.shard_keys(t) for t in shards_before} == shards_before
     assert lake.read_bytes("exports/ultrafeedback/ultrafeedback.jsonl") == jsonl
 
     with capsys.disabled():
@@ -261,7 +290,10 @@ def test_sigkill_mid_generation_then_rerun_gives_a_byte_identical_export(
     stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr[-3000:]
     rerun = json.loads(stdout)["counts"]
-    assert rerun["generation_requests_this_run"] == n_prompts * 4 - landed
+    # the rerun pays for the completions not journaled at the kill, replays the journaled ones
+    # that had not landed, and pays nothing for the landed ones
+    assert rerun["generation_requests_paid"] == n_prompts * 4 - at_kill
+    assert rerun["requests_from_journal"] == at_kill - landed
 
     for suffix in ("jsonl", "parquet"):
         rel = f"exports/ultrafeedback/ultrafeedback.{suffix}"
@@ -304,6 +336,9 @@ def test_bad_prompt_files_are_quarantined_and_the_run_completes(
         json.dumps(good[0]).encode(),                                     # 9 duplicate
         json.dumps({"prompt": "no instruction field", "source": "flan"}).encode(),  # 10 missing
         json.dumps(good[1]).encode(),
+        b'{"instruction": "Lone half", "source": "truthful_qa", '
+        b'"correct_answers": ["ok", "\\ud800"]}',                         # 12 lone surrogate
+        b'{"instruction": "Bad label", "source": "fl\\udfffan"}',        # 13 lone surrogate
     ]) + b"\n")
     csv = tmp_path / "bad.csv"
     csv.write_bytes(b"instruction,source\nWhat is a haiku?,evol_instruct\n"
@@ -319,9 +354,11 @@ def test_bad_prompt_files_are_quarantined_and_the_run_completes(
     counts = out["counts"]
     assert counts["prompts"] == 3 and counts["duplicates"] == 1
     with Warehouse.from_settings(local_settings, read_only=True) as wh:
-        rows = wh.query("SELECT origin, row, field, reason FROM uf_quarantine ORDER BY origin, row")
+        rows = wh.query("SELECT origin, row, field, reason, raw FROM uf_quarantine "
+                        "ORDER BY origin, row")
     got = {(r["origin"], r["row"]): (r["field"], r["reason"]) for r in rows}
-    assert counts["quarantined"] == len(got) == 9
+    raw = {(r["origin"], r["row"]): r["raw"] for r in rows}
+    assert counts["quarantined"] == len(got) == 11
     assert got[("jsonl", 2)][1].startswith("not valid JSON")
     assert got[("jsonl", 3)] == ("instruction", "empty")
     assert got[("jsonl", 4)] == ("instruction", "expected a string, got int")
@@ -331,6 +368,9 @@ def test_bad_prompt_files_are_quarantined_and_the_run_completes(
     assert got[("jsonl", 8)] == ("instruction", "400 characters, over the limit of 300")
     assert got[("jsonl", 10)] == ("instruction", "missing")
     assert got[("csv", 2)][1] == "not valid UTF-8"
+    assert got[("jsonl", 12)] == ("correct_answers.1", "not valid Unicode: lone surrogate U+D800")
+    assert got[("jsonl", 13)] == ("source", "not valid Unicode: lone surrogate U+DFFF")
+    assert "\\ud800" in raw[("jsonl", 12)]  # the preview keeps the escape, readable as ASCII
 
     records = [json.loads(x) for x in Path(out["jsonl"]).read_text().splitlines()]
     assert sorted(r["instruction"] for r in records) == sorted(
@@ -357,13 +397,28 @@ def test_raising_n_or_adding_a_model_generates_only_what_is_missing(
     env = settings_env(local_settings, sim.base_url, fast_pool(tmp_path))
 
     first, _ = run_in_process(monkeypatch, env, recipe)
-    assert first["counts"]["generation_requests_this_run"] == 24
+    assert first["counts"]["generation_requests_paid"] == 24
+
+    # --dry-run tells landed work from new: the same recipe has nothing new; raising N makes every
+    # rating call new, as a rating call covers all of a prompt's completions
+    same = dry_run(UltraFeedbackParams(recipe=str(recipe)))["counts"]
+    assert (same["completions_landed"], same["completions_new"]) == (24, 0)
+    assert (same["annotation_calls_landed"], same["annotation_calls_new"]) == (48, 0)
+    more = dry_run(UltraFeedbackParams(recipe=str(recipe), overrides=["plan.n_models=3"]))
+    assert (more["counts"]["completions_landed"], more["counts"]["completions_new"]) == (24, 12)
+    assert (more["counts"]["annotation_calls_landed"],
+            more["counts"]["annotation_calls_new"]) == (0, 48)
     before = {(r["instruction"], c["model"]): c["response"]
               for r in map(json.loads, Path(first["jsonl"]).read_text().splitlines())
               for c in r["completions"]}
 
-    raised, _ = run_in_process(monkeypatch, env, recipe, "plan.n_models=3")
-    assert raised["counts"]["generation_requests_this_run"] == 12
+    raised, run_id = run_in_process(monkeypatch, env, recipe, "plan.n_models=3")
+    assert raised["counts"]["generation_requests_paid"] == 12
+    summary = {r["count"]: r["value"] for r in summary_table(run_id, "counts")}
+    assert summary == raised["counts"]
+    with Warehouse.from_settings(local_settings, read_only=True) as wh:
+        assert_no_duplicate_ids(wh)
+        assert_summary_matches_warehouse(wh, summary)
     after = {(r["instruction"], c["model"]): c["response"]
              for r in map(json.loads, Path(raised["jsonl"]).read_text().splitlines())
              for c in r["completions"]}
@@ -377,5 +432,88 @@ def test_raising_n_or_adding_a_model_generates_only_what_is_missing(
     added, _ = run_in_process(monkeypatch, env, recipe, "plan.n_models=3",
                               f"plan.models=[{', '.join([*models, 'pythia-12b'])}]")
     assert 0 < expected < 12
-    assert added["counts"]["generation_requests_this_run"] == expected
+    assert added["counts"]["generation_requests_paid"] == expected
     assert sim.stats()["ok_repeats"] == 0
+
+
+# ---- failed calls: retried by the next run, and they land ------------------------------------------
+
+def split_pool(tmp: Path, generation_url: str, judge_url: str) -> Path:
+    """The bundled pool with generators and the judge on two endpoints, one attempt per call."""
+    pool = yaml.safe_load((RECIPES_DIR / "pool.yaml").read_text())
+    local = {**pool["endpoints"]["local"], "max_attempts": 1,
+             "limits": {"max_concurrency": 64, "initial_concurrency": 64}}
+    pool["endpoints"] = {"local": {**local, "base_url": generation_url},
+                         "judge": {**local, "base_url": judge_url}}
+    pool["models"]["gpt-4-judge"]["endpoint"] = "judge"
+    path = tmp / f"pool-{abs(hash((generation_url, judge_url)))}.yaml"
+    path.write_text(yaml.safe_dump(pool))
+    return path
+
+
+def test_failed_calls_are_retried_by_the_next_run_and_land(
+        prefect_api, make_simulator, local_settings, tmp_path, monkeypatch):
+    broken = make_simulator("unlimited", seed=6, overrides={"faults.rate_5xx": 1.0})
+    healthy = make_simulator("unlimited", seed=6)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 6)
+    recipe = write_recipe(tmp_path, [{"name": "six", "path": str(prompts)}],
+                          plan={"n_models": 2}, annotation={"shard_size": 8},
+                          critique={"shard_size": 8})
+    monkeypatch.delenv("ULTRAFORGE_ENDPOINT_BASE_URL", raising=False)
+
+    def run(generation, judge, exit_code):
+        env = settings_env(local_settings, None, split_pool(tmp_path, generation.base_url,
+                                                            judge.base_url))
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        result = CliRunner().invoke(cli, ["run", "ultrafeedback", "--recipe", str(recipe)])
+        assert result.exit_code == exit_code, result.output[-3000:]
+        return json.loads(result.stdout)
+
+    # every call fails: nothing is answered, all of it is counted as failed (exit 2: partial)
+    first = run(broken, broken, 2)["counts"]
+    assert first["planned_completions"] == 12 and first["failed_completions"] == 12
+    assert first["exported_completions"] == 0
+
+    # generation recovers, the judge does not: completions land, judge calls fail visibly
+    second = run(healthy, broken, 2)["counts"]
+    assert second["exported_completions"] == 12 and second["failed_completions"] == 0
+    assert second["aspect_ratings_parsed"] == 0 and second["critiques_parsed"] == 0
+    assert second["annotation_calls_failed"] == 6 * 4
+    assert second["critique_calls_failed"] == 12
+
+    # all healthy: the judge calls land and the export is complete; generation is not paid again
+    out = run(healthy, healthy, 0)
+    third = out["counts"]
+    assert third["exported_completions"] == 12 and third["aspect_ratings_parsed"] == 48
+    assert third["critiques_parsed"] == 12
+    assert third["annotation_calls_failed"] == third["critique_calls_failed"] == 0
+    assert third["generation_requests_paid"] == 0
+    assert third["annotation_requests_paid"] == 24 and third["critique_requests_paid"] == 12
+    records = [json.loads(x) for x in Path(out["jsonl"]).read_text().splitlines()]
+    assert all(c["annotations"]["honesty"] is not None and c["overall_score"] is not None
+               for r in records for c in r["completions"])
+    with Warehouse.from_settings(local_settings, read_only=True) as wh:
+        assert_no_duplicate_ids(wh)
+        assert one(wh, "SELECT count(*) FROM uf_completions") == 12
+        assert one(wh, "SELECT count(*) FROM uf_failures WHERE stage = 'generation'") == 12
+
+
+def test_cli_config_errors_exit_1_naming_the_file_or_source(prefect_api, local_settings, tmp_path,
+                                                           monkeypatch):
+    monkeypatch.setenv("ULTRAFORGE_DATA_DIR", str(local_settings.data_dir))
+    missing = tmp_path / "no.yaml"
+    result = CliRunner().invoke(cli, ["run", "ultrafeedback", "--recipe", str(missing)])
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {missing}: cannot read: No such file or directory\n"
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 3)
+    recipe = write_recipe(tmp_path, [{"name": "mine", "path": str(prompts)}])
+    for extra in (["--dry-run"], []):
+        result = CliRunner().invoke(cli, ["run", "ultrafeedback", "--recipe", str(recipe), *extra,
+                                          "--set", "sources.0.fields.instruction=question"])
+        assert result.exit_code == 1, result.output
+        last = result.stderr.splitlines()[-1]
+        assert last.startswith("error: source 'mine' ") and "yielded no prompts" in last
+        assert "row 1 instruction: missing" in last
+        if extra:  # nothing ran: the error is the only line
+            assert result.stderr == last + "\n"

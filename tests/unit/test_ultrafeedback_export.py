@@ -8,8 +8,10 @@ from tasks.core.ultrafeedback.export import (
     build_record,
     export_schema,
     fine_grained_score,
+    join_records,
     rating_histogram,
     score_histogram,
+    summarize,
     to_arrow,
     to_jsonl,
 )
@@ -33,10 +35,15 @@ def _fixture():
                        source=None, max_chars=100)
     items = plan_prompt(recipe, prompt)
     responses = {it.completion_id: f"answer from {it.model}" for it in items[:3]}  # 4th failed
-    ann = {"Rating": "4", "Rationale": "ok"}
-    typed = {"Type": ["None"], "Rationale": "none", "Rating": "N/A", "Rationale For Rating": "x"}
-    annotations = {(it.completion_id, a): (typed if a in ("truthfulness", "helpfulness") else ann)
-                   for it in items for a in FINE_GRAINED_ASPECTS}
+    by_aspect = {
+        "instruction_following": {"Rating": "4", "Rationale": "ok"},
+        "honesty": {"Rating": "N/A", "Rationale": "a poem: honesty does not apply"},  # only here
+        "truthfulness": {"Type": ["None"], "Rationale": "none", "Rating": "3",
+                         "Rationale For Rating": "x"},
+        "helpfulness": {"Type": ["1", "3"], "Rationale": "clear", "Rating": "2",
+                        "Rationale For Rating": "y"},
+    }
+    annotations = {(it.completion_id, a): by_aspect[a] for it in items for a in by_aspect}
     annotations[(items[0].completion_id, "honesty")] = None
     critiques = {items[0].completion_id: ("Solid.", 1.0), items[1].completion_id: (None, None)}
     return prompt, items, responses, annotations, critiques
@@ -55,7 +62,8 @@ def test_record_has_the_exact_shape_and_order():
     assert list(first["annotations"]) == list(FINE_GRAINED_ASPECTS)
     assert first["annotations"]["honesty"] is None
     assert first["critique"] == "Solid." and first["overall_score"] == 1.0
-    assert first["fine-grained_score"] == 4.0  # instruction_following 4; N/A twice; honesty null
+    assert first["fine-grained_score"] == 3.0  # mean of 4, 3, 2; honesty null
+    assert rec["completions"][1]["fine-grained_score"] == 3.0  # honesty N/A is skipped
     assert rec["completions"][1]["overall_score"] is None
     assert first["custom_system_prompt"] == items[0].custom_system_prompt
 
@@ -87,7 +95,40 @@ def test_histograms_count_ratings_and_scores():
     prompt, items, responses, annotations, critiques = _fixture()
     rec = build_record(prompt, items, responses, annotations, critiques, FINE_GRAINED_ASPECTS)
     rows = {r["aspect"]: r for r in rating_histogram([rec], FINE_GRAINED_ASPECTS)}
-    assert rows["honesty"]["4"] == 2 and rows["honesty"]["unparsed"] == 1
-    assert rows["truthfulness"]["N/A"] == 3
+    assert rows["honesty"]["N/A"] == 2 and rows["honesty"]["unparsed"] == 1
+    assert rows["truthfulness"]["3"] == 3 and rows["truthfulness"]["N/A"] == 0
+    assert rows["helpfulness"]["2"] == 3
     assert score_histogram([rec]) == [{"overall_score": "1", "completions": 1},
                                       {"overall_score": "none", "completions": 2}]
+
+
+def test_join_uses_only_this_recipes_judgements_and_skips_failed_completions():
+    prompt, items, responses, _, _ = _fixture()
+    completions = [{"completion_id": cid, "response": text} for cid, text in responses.items()]
+    rating = {"Rating": "5", "Rationale": "fine"}
+    annotations = [
+        {"annotation_id": "now", "completion_id": items[0].completion_id,
+         "aspect": "instruction_following", "annotation": json.dumps(rating)},
+        {"annotation_id": "now", "completion_id": items[1].completion_id,
+         "aspect": "instruction_following", "annotation": None},  # unparsed after re-asks
+        # an earlier recipe's rating of the same completion (other id): must not be used
+        {"annotation_id": "before", "completion_id": items[2].completion_id,
+         "aspect": "instruction_following", "annotation": json.dumps({**rating, "Rating": "1"})},
+    ]
+    critiques = [{"critique_id": "c", "completion_id": items[0].completion_id,
+                  "critique": "Tight.", "overall_score": 1.0},
+                 {"critique_id": "old", "completion_id": items[1].completion_id,
+                  "critique": "Stale.", "overall_score": 9.0}]
+    other = to_prompt("s", 2, {"instruction": "Unplanned?", "source": "flan"}, source=None,
+                      max_chars=100)
+    [rec] = join_records([other, prompt], items, completions, annotations, critiques,
+                         annotation_ids=["now"], critique_ids=["c"],
+                         aspects=("instruction_following",))
+    got = [(c["model"], c["annotations"]["instruction_following"], c["overall_score"])
+           for c in rec["completions"]]
+    assert got == [(items[0].model, rating, 1.0), (items[1].model, None, None),
+                   (items[2].model, None, None)]
+    summary = summarize([rec], ("instruction_following",))
+    assert summary["counts"] == {"exported_prompts": 1, "exported_completions": 3,
+                                 "aspect_ratings": 3, "aspect_ratings_parsed": 1,
+                                 "critiques_parsed": 1}

@@ -2,7 +2,8 @@
 
 import pytest
 
-from tasks.core.ultrafeedback.judge import AnnotationJob, map_back, pick_attempt
+from tasks.core.ultrafeedback.judge import AnnotationJob
+from tasks.core.ultrafeedback.outcomes import map_back, pick_attempt
 from tasks.core.ultrafeedback.parse import parse_critique, parse_ratings
 
 
@@ -23,7 +24,8 @@ def test_well_formed_typed_reply_has_spec_shape():
     text = reply(typed_block(1, "5", "None"), typed_block(2, "3", "2"), typed_block(3),
                  typed_block(4, "1", "1,2,3"))
     out = parse_ratings(text, 4, typed=True, allow_na=False)
-    assert out.complete and out.n_parsed == 4 and out.error_summary() is None
+    assert out.complete and out.n_parsed == 4 and out.reply_error is None
+    assert out.errors == [None] * 4
     assert out.annotations[0] == {"Type": ["None"], "Rationale": "Clear and relevant.",
                                   "Rating": "5", "Rationale For Rating": "Accurate with minor gaps."}
     assert list(out.annotations[0]) == ["Type", "Rationale", "Rating", "Rationale For Rating"]
@@ -52,7 +54,7 @@ def test_reordered_blocks_are_mapped_by_their_number():
     assert [a["Rating"] for a in out.annotations] == ["1", "2", "3", "4"]
 
 
-def test_multiline_rationale_bold_keys_and_rating_over_five_are_accepted():
+def test_multiline_rationale_bold_keys_and_rating_out_of_five_are_accepted():
     text = ("Here are my ratings.\n\n#### Output for Text 1\n**Rating:** 4/5\n**Rationale:** First "
             "line.\nSecond line of the rationale.\n\n### Output for Text 2:\nRating: 5.\n"
             "Rationale: Fine.")
@@ -178,6 +180,12 @@ def test_pick_attempt_prefers_complete_then_most_parsed_then_earliest():
     full = parse_ratings(reply(untyped_block(1), untyped_block(2)), 2, typed=False, allow_na=False)
     half = parse_ratings(untyped_block(1), 2, typed=False, allow_na=False)
     none = parse_ratings("prose", 2, typed=False, allow_na=False)
+    # every text parsed, but the reply also rates a text that does not exist: not complete
+    extra = parse_ratings(reply(untyped_block(1), untyped_block(2), untyped_block(3)), 2,
+                          typed=False, allow_na=False)
+    assert extra.n_parsed == full.n_parsed and not extra.complete
     assert pick_attempt([none, half, full]) == 2
     assert pick_attempt([half, none, half]) == 0
+    assert pick_attempt([extra, full]) == 1
+    assert pick_attempt([extra, half]) == 0
     assert pick_attempt([parse_critique("x"), parse_critique("### Feedback\nok\nOverall Score: 3")]) == 1

@@ -4,11 +4,16 @@ from collections import Counter
 
 import pytest
 
+from tasks.core.ultrafeedback.estimate import landed_calls
 from tasks.core.ultrafeedback.intake import PromptRecord, dedupe, to_prompt
 from tasks.core.ultrafeedback.judge import (
     FALSE_PREMISE,
+    NO_KNOWLEDGE,
     annotation_job,
+    annotation_jobs,
+    answered_completions,
     critique_job,
+    critique_jobs,
     shuffle_order,
     world_knowledge,
 )
@@ -169,6 +174,19 @@ def test_world_knowledge_by_source():
     assert "No additional world knowledge" in world_knowledge(prompt(1))
 
 
+@pytest.mark.parametrize("placeholder", [["None"], "None", ["None", " "]])
+def test_openbmb_none_placeholder_is_no_reference_answer(placeholder):
+    p = prompt(3, source="flan", correct_answers=placeholder, incorrect_answers=placeholder)
+    assert p.correct_answers == [] and p.incorrect_answers == []
+    assert world_knowledge(p) == NO_KNOWLEDGE
+    comps = [("c0", "It is none of them.")]
+    user = annotation_job(0, recipe().annotation, "truthfulness", p, comps).messages[-1]["content"]
+    assert "answers: None" not in user and NO_KNOWLEDGE in user
+    # A real answer list that merely contains the word stays as it is.
+    kept = prompt(3, source="truthful_qa", correct_answers=["None", "Zero"])
+    assert kept.correct_answers == ["None", "Zero"]
+
+
 def test_critique_job_quotes_the_note_and_asks_for_a_score():
     p = prompt(2)
     vc = system_prompts("verbalized_calibration")[1]
@@ -191,6 +209,8 @@ def test_intake_quarantines_with_field_and_reason():
     assert q({"instruction": "hi"}).field == "source"
     assert q({"instruction": "hi", "correct_answers": [1, 2]}, source="flan").field == \
         "correct_answers"
+    preview = q({"instruction": 7, "note": "caf\u00e9 \u2603"}, source="flan").raw
+    assert preview.isascii() and "caf\\u00e9" in preview
     ok = q({"instruction": "hi", "correct_answers": "yes"}, source="flan")
     assert isinstance(ok, PromptRecord) and ok.correct_answers == ["yes"]
     assert ok.prompt_id == "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4"
@@ -216,3 +236,23 @@ def test_every_re_ask_is_a_distinct_request_body():
     bodies = {str(job.request(k).messages) for k in range(4)}
     assert len(bodies) == 4
     assert all("<text 2>" in job.request(k).messages[-1]["content"] for k in range(4))
+
+
+def test_landed_calls_counts_a_rating_call_only_when_all_its_completions_landed():
+    r = recipe(models=["gpt-4", "bard", "starchat"], n_models=2)
+    prompts = [prompt(1), prompt(2)]
+    plan = build_plan(r, prompts)
+    responses = {it.completion_id: f"answer {it.model}" for it in plan}
+    first = [it for it in plan if it.prompt_id == prompts[0].prompt_id]
+    del responses[first[1].completion_id]  # prompt 1 has one of its two completions
+    done = answered_completions(plan, responses)
+    ann = {j.annotation_id for j in annotation_jobs(r.seed, r.annotation, {
+        p.prompt_id: p for p in prompts}, done)}
+    crit = {j.critique_id for j in critique_jobs(r.critique, {p.prompt_id: p for p in prompts},
+                                                 done)}
+    got = landed_calls(r, prompts, plan, responses, ann, crit)
+    # prompt 1's rating calls would rate 1 text now and 2 after generation: new, not landed
+    assert got == {"completions_landed": 3, "completions_new": 1,
+                   "annotation_calls_landed": 4, "annotation_calls_new": 4,
+                   "critique_calls_landed": 3, "critique_calls_new": 1}
+    assert landed_calls(r, prompts, plan, {}, set(), set())["annotation_calls_new"] == 8

@@ -7,7 +7,7 @@ Output is unknown before the run, so the assumptions are explicit:
 - judge and critique replies: their max_tokens, an upper bound (SPEC: ≤ 500 / ≤ 1024).
 Re-asks after unparseable replies are not included (with a few % malformed replies they add a
 few % to the judge rows). The estimate covers a run from scratch: the journal may make a rerun
-cheaper, never dearer.
+cheaper, never dearer. `landed_calls` says how much of the plan the lake already holds.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from typing import Any
 
 from tasks.core.tokens import estimate_prompt_tokens
 from tasks.core.ultrafeedback.intake import PromptRecord
-from tasks.core.ultrafeedback.judge import annotation_job, critique_job
+from tasks.core.ultrafeedback.judge import (
+    annotation_job,
+    annotation_jobs,
+    answered_completions,
+    critique_job,
+    critique_jobs,
+)
 from tasks.core.ultrafeedback.plan import PlanItem
 from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe
 
@@ -77,3 +83,36 @@ def estimate_run(recipe: UltraFeedbackRecipe, prompts: list[PromptRecord], plan:
                     "output_tokens": tout, "cost_usd": round(cost(model, tin, tout), 4)})
     return out
 
+
+
+def landed_calls(recipe: UltraFeedbackRecipe, prompts: list[PromptRecord], plan: list[PlanItem],
+                 responses: dict[str, str], annotation_ids: set[str],
+                 critique_ids: set[str]) -> dict[str, int]:
+    """Planned calls per stage, split into already landed and new.
+
+    A rating call's id covers every response it rates, so it is known only for prompts whose
+    planned completions have all landed; the rating calls of any other prompt count as new.
+
+    Args:
+        responses: completion_id → response of the plan's landed completions.
+        annotation_ids, critique_ids: ids of the landed rating and critique calls.
+    """
+    by_prompt = answered_completions(plan, responses)
+    planned: dict[str, int] = defaultdict(int)
+    for it in plan:
+        planned[it.prompt_id] += 1
+    ready = {pid: items for pid, items in by_prompt.items() if len(items) == planned[pid]}
+    by_id = {p.prompt_id: p for p in prompts}
+    ann_landed = sum(j.annotation_id in annotation_ids
+                     for j in annotation_jobs(recipe.seed, recipe.annotation, by_id, ready))
+    crit_planned = crit_landed = 0
+    if recipe.critique.enabled:
+        crit_planned = len(plan)
+        crit_landed = sum(j.critique_id in critique_ids
+                          for j in critique_jobs(recipe.critique, by_id, by_prompt))
+    ann_planned = len(planned) * len(recipe.annotation.aspects)
+    landed = sum(len(items) for items in by_prompt.values())
+    return {"completions_landed": landed, "completions_new": len(plan) - landed,
+            "annotation_calls_landed": ann_landed,
+            "annotation_calls_new": ann_planned - ann_landed,
+            "critique_calls_landed": crit_landed, "critique_calls_new": crit_planned - crit_landed}

@@ -14,6 +14,9 @@ correct_answers, incorrect_answers}`.
   null when nothing was rated (SPEC §1: "can be NaN or None").
 - `correct_answers` / `incorrect_answers` are `["None"]` when the source has none (SPEC §1).
 - Records are sorted by prompt_id; with fixed inputs the JSONL text and Parquet bytes are fixed.
+
+`join_records` is the whole join from lake rows to records, and `summarize` the counts and
+histograms the run reports; the export task only reads the tables and writes the bytes.
 """
 
 from __future__ import annotations
@@ -96,6 +99,54 @@ def build_record(prompt: PromptRecord, items: list[PlanItem], responses: dict[st
         "completions": completions,
         "correct_answers": list(prompt.correct_answers) or ["None"],
         "incorrect_answers": list(prompt.incorrect_answers) or ["None"],
+    }
+
+
+def join_records(prompts: Iterable[PromptRecord], plan: Iterable[PlanItem],
+                 completions: Iterable[dict], annotations: Iterable[dict],
+                 critiques: Iterable[dict], *, annotation_ids: Iterable[str],
+                 critique_ids: Iterable[str], aspects: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The export records of this plan, sorted, from the rows of the lake tables.
+
+    Only judgements whose ids this recipe asks for are used (`annotation_ids`, `critique_ids`):
+    rows of an earlier recipe (say, ratings over 2 completions before `n_models` became 3) stay
+    in the lake but never reach the export.
+
+    Args:
+        completions: `uf_completions` rows (completion_id, response).
+        annotations: `uf_annotations` rows (annotation_id, completion_id, aspect, annotation).
+        critiques: `uf_critiques` rows (critique_id, completion_id, critique, overall_score).
+    """
+    responses = {r["completion_id"]: r["response"] for r in completions
+                 if r["response"] is not None}
+    wanted_ann, wanted_crit = set(annotation_ids), set(critique_ids)
+    ratings = {(r["completion_id"], r["aspect"]): json.loads(r["annotation"])
+               if r["annotation"] else None
+               for r in annotations if r["annotation_id"] in wanted_ann}
+    scores = {r["completion_id"]: (r["critique"], r["overall_score"])
+              for r in critiques if r["critique_id"] in wanted_crit}
+    by_prompt: dict[str, list[PlanItem]] = {}
+    for it in plan:
+        by_prompt.setdefault(it.prompt_id, []).append(it)
+    records = [rec for p in prompts if (rec := build_record(
+        p, by_prompt.get(p.prompt_id, []), responses, ratings, scores, aspects))]
+    return sorted(records, key=sort_key)
+
+
+def summarize(records: list[dict[str, Any]], aspects: tuple[str, ...]) -> dict[str, Any]:
+    """What the export holds: counts, rating and score histograms, principles."""
+    ratings = [c["annotations"][a] for r in records for c in r["completions"] for a in aspects]
+    principles = Counter(c["principle"] for r in records for c in r["completions"])
+    return {
+        "counts": {"exported_prompts": len(records),
+                   "exported_completions": sum(len(r["completions"]) for r in records),
+                   "aspect_ratings": len(ratings),
+                   "aspect_ratings_parsed": sum(a is not None for a in ratings),
+                   "critiques_parsed": sum(c["overall_score"] is not None
+                                           for r in records for c in r["completions"])},
+        "rating_histogram": rating_histogram(records, aspects),
+        "score_histogram": score_histogram(records),
+        "principles": [{"principle": k, "completions": v} for k, v in sorted(principles.items())],
     }
 
 

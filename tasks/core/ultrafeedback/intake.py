@@ -2,17 +2,23 @@
 
 `prompt_id = sha256(instruction UTF-8)` (SPEC §1, §4), over the instruction exactly as read (no
 stripping), so ids match the HF-derived sets. Duplicates keep their first occurrence (sources in
-recipe order, rows in file order) and are counted, not quarantined.
+recipe order, rows in file order) and are counted, not quarantined. Strings arrive as valid
+Unicode (the sources adapter turns rows with lone surrogates into row errors).
+
+`correct_answers` / `incorrect_answers` equal to `"None"` or `["None"]` are empty: that is
+openbmb's placeholder for "no reference answers" (SPEC §1), and taken literally it would tell the
+truthfulness judge that the correct answer is the word None.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.core.ids import canonical_json, prompt_id
+from tasks.core.ids import prompt_id
 
 RAW_PREVIEW_CHARS = 500
 
@@ -44,11 +50,8 @@ class Quarantined(BaseModel):
 
 
 def _preview(value: Any) -> str:
-    try:
-        text = canonical_json(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text[:RAW_PREVIEW_CHARS]
+    """ASCII-safe JSON of the mapped row: any text survives a UTF-8 writer."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=True, default=repr)[:RAW_PREVIEW_CHARS]
 
 
 def _type_name(value: Any) -> str:
@@ -57,12 +60,13 @@ def _type_name(value: Any) -> str:
 
 def _answers(value: Any, field: str) -> list[str] | str:
     """A list of strings, or an error message."""
-    if value is None:
+    if value is None or value == "None":
         return []
     if isinstance(value, str):
         return [value] if value.strip() else []
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        return [v for v in value if v.strip()]
+        answers = [v for v in value if v.strip()]
+        return [] if answers == ["None"] else answers
     return f"{field}: expected a list of strings, got {_type_name(value)}"
 
 
@@ -82,8 +86,6 @@ def to_prompt(origin: str, row: int, data: dict[str, Any], *, source: str | None
         return bad("instruction", "empty")
     if len(text) > max_chars:
         return bad("instruction", f"{len(text)} characters, over the limit of {max_chars}")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
-        return bad("instruction", "not valid UTF-8")
     label = source if source is not None else data.get("source")
     if not isinstance(label, str) or not label.strip():
         return bad("source", "no source label: set `source:` on the recipe source or map "

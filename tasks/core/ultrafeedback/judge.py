@@ -20,6 +20,7 @@ Templates are ours, under `tasks/core/templates/ultrafeedback/` (jinja2, StrictU
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,12 @@ class AnnotationJob(BaseModel):
     judge_model: str
     params: dict[str, Any]
 
+    @property
+    def job_id(self) -> str:
+        return self.annotation_id
+
     def request(self, attempt: int) -> ChatRequest:
+        """The paid call of attempt `attempt` (0 = first ask, then re-asks)."""
         return ChatRequest(model=self.judge_model, params=self.params, sample_index=attempt,
                            messages=with_reask(self.messages, attempt, len(self.order)))
 
@@ -118,7 +124,12 @@ class CritiqueJob(BaseModel):
     judge_model: str
     params: dict[str, Any]
 
+    @property
+    def job_id(self) -> str:
+        return self.critique_id
+
     def request(self, attempt: int) -> ChatRequest:
+        """The paid call of attempt `attempt` (0 = first ask, then re-asks)."""
         return ChatRequest(model=self.judge_model, params=self.params, sample_index=attempt,
                            messages=with_reask(self.messages, attempt, None))
 
@@ -158,26 +169,21 @@ def critique_job(spec: JudgeSpec, prompt: PromptRecord, completion_id: str, prin
                        messages=messages, judge_model=spec.judge_model, params=dict(spec.params))
 
 
-def pick_attempt(parses: list[Any]) -> int:
-    """Index of the attempt to keep: the first complete one, else the one that parsed most texts
-    (earliest on ties). Works for RatingsParse (`n_parsed`) and CritiqueParse (`ok`)."""
-    def score(p: Any) -> int:
-        return p.n_parsed if hasattr(p, "n_parsed") else int(p.ok)
-    return max(range(len(parses)), key=lambda i: (score(parses[i]), -i))
-
-
-def map_back(job: AnnotationJob, parsed: Any) -> list[tuple[str, int, dict | None, str | None]]:
-    """(completion_id, shown text number, annotation, error) per completion, in plan order."""
-    by_original = {}
-    for shown, original in enumerate(job.order):
-        by_original[original] = (shown + 1, parsed.annotations[shown], parsed.errors[shown])
-    return [(cid, *by_original[i]) for i, cid in enumerate(job.completion_ids)]
-
-
 def parse_annotation_reply(job: AnnotationJob, text: str | None) -> RatingsParse:
     """Parse a rating reply for `job`'s aspect (Type lines for typed aspects, N/A for honesty)."""
     return parse_ratings(text, len(job.order), typed=job.aspect in TYPED_ASPECTS,
                          allow_na=job.aspect in NA_ASPECTS)
+
+
+def answered_completions(plan: Iterable[Any], responses: dict[str, str]
+                         ) -> dict[str, list[tuple[Any, str]]]:
+    """prompt_id → [(plan item, response)] for the completions that have a response, in plan
+    (rank) order: what the judge rates."""
+    grouped: dict[str, list[tuple[Any, str]]] = {}
+    for it in plan:
+        if it.completion_id in responses:
+            grouped.setdefault(it.prompt_id, []).append((it, responses[it.completion_id]))
+    return grouped
 
 
 def annotation_jobs(seed: int, spec: Any, prompts: dict[str, PromptRecord],

@@ -67,13 +67,11 @@ class RatingsParse:
     def n_parsed(self) -> int:
         return sum(a is not None for a in self.annotations)
 
-    def error_summary(self) -> str | None:
-        parts = ([self.reply_error] if self.reply_error else []) + [e for e in self.errors if e]
-        return "; ".join(parts) or None
-
 
 @dataclass(frozen=True)
 class CritiqueParse:
+    """A critique reply: the feedback and the overall score, or the error."""
+
     feedback: str | None
     score: float | None
     error: str | None = None
@@ -81,6 +79,15 @@ class CritiqueParse:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def complete(self) -> bool:
+        """Same as `ok`; named like RatingsParse's so attempts of either kind rank alike."""
+        return self.ok
+
+    @property
+    def n_parsed(self) -> int:
+        return int(self.ok)
 
 
 @dataclass

@@ -1,23 +1,30 @@
-"""The UltraFeedback lake tables: names, Arrow schemas, and deduplication when reading them.
+"""The UltraFeedback lake tables: names and Arrow schemas.
 
-Every row carries a content id, so a table may be read as a set: `uf_prompts(prompt_id)`,
-`uf_quarantine(origin, row)`, `uf_plan(completion_id)`, `uf_completions(completion_id)`,
-`uf_annotations(annotation_id, completion_id)`, `uf_critiques(critique_id)`,
-`uf_usage(shard, stage, model)`. Shards are only formed from missing work, but a failed row and
-its later success (or rows of an older recipe) can share the table, so readers go through
-`latest_rows`. Schemas are explicit so that empty or all-null shards still have typed columns.
+Each table holds at most one row per id, so it can be read, and viewed in the warehouse, as a
+set: `uf_prompts(prompt_id)`, `uf_plan(completion_id)`, `uf_completions(completion_id)`,
+`uf_annotations(annotation_id, completion_id)`, `uf_critiques(critique_id)`. Intake and plan rows
+land only when their id is not in the lake yet; the paid stages land a job's rows only when its
+outcome is final (outcomes.py). Two tables are logs instead: `uf_failures` (one row per job whose
+call failed for good in some run; the next run retries it) and `uf_usage` (one row per shard,
+stage and model); `uf_quarantine` lands each distinct (origin, row, field, reason) once.
+Schemas are explicit so that empty or all-null shards still have typed columns.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from tasks.core.ids import canonical_json
-
 TABLES = ("uf_prompts", "uf_quarantine", "uf_plan", "uf_completions", "uf_annotations",
-          "uf_critiques", "uf_usage")
+          "uf_critiques", "uf_failures", "uf_usage")
+
+# Tables whose rows land only when their key is not in the lake yet (intake and plan).
+LAND_ONCE_KEYS = {"uf_prompts": ("prompt_id",), "uf_plan": ("completion_id",),
+                  "uf_quarantine": ("origin", "row", "field", "reason")}
 
 _STR, _INT, _FLOAT, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+_REPLY = [("raw", _STR), ("request_key", _STR), ("finish_reason", _STR), ("prompt_tokens", _INT),
+          ("completion_tokens", _INT), ("latency_s", _FLOAT), ("calls", _INT),
+          ("parse_failures", _INT), ("judge_model", _STR)]
 SCHEMAS = {
     "uf_prompts": pa.schema([("prompt_id", _STR), ("source", _STR), ("instruction", _STR),
                              ("correct_answers", pa.list_(_STR)),
@@ -32,30 +39,19 @@ SCHEMAS = {
                                  ("api_model", _STR), ("endpoint", _STR), ("request_key", _STR),
                                  ("response", _STR), ("finish_reason", _STR),
                                  ("prompt_tokens", _INT), ("completion_tokens", _INT),
-                                 ("latency_s", _FLOAT), ("attempts", _INT), ("error", _STR)]),
+                                 ("latency_s", _FLOAT), ("attempts", _INT)]),
     "uf_annotations": pa.schema([("annotation_id", _STR), ("prompt_id", _STR), ("aspect", _STR),
                                  ("completion_id", _STR), ("text_number", _INT),
                                  ("annotation", _STR), ("rating", _STR), ("error", _STR),
-                                 ("call_failed", _BOOL), ("raw", _STR), ("calls", _INT),
-                                 ("parse_failures", _INT), ("judge_model", _STR)]),
+                                 *_REPLY]),
     "uf_critiques": pa.schema([("critique_id", _STR), ("completion_id", _STR),
                                ("prompt_id", _STR), ("critique", _STR),
-                               ("overall_score", _FLOAT), ("error", _STR),
-                               ("call_failed", _BOOL), ("raw", _STR), ("calls", _INT),
-                               ("parse_failures", _INT), ("judge_model", _STR)]),
+                               ("overall_score", _FLOAT), ("error", _STR), *_REPLY]),
+    "uf_failures": pa.schema([("stage", _STR), ("job_id", _STR), ("prompt_id", _STR),
+                              ("model", _STR), ("error", _STR), ("calls", _INT)]),
     "uf_usage": pa.schema([("shard", _STR), ("stage", _STR), ("model", _STR), ("api_model", _STR),
                            ("endpoint", _STR), ("requests", _INT), ("from_journal", _INT),
                            ("failed", _INT), ("prompt_tokens", _INT), ("completion_tokens", _INT),
                            ("cost_usd", _FLOAT)]),
 }
 
-
-def latest_rows(table: pa.Table, key_cols: tuple[str, ...], prefer_ok: str) -> dict[tuple, dict]:
-    """One row per key: a successful row (`prefer_ok` column falsy) if any, else the
-    smallest by canonical JSON, so the pick never depends on shard order."""
-    rows = table.to_pylist()
-    rows.sort(key=lambda r: (bool(r.get(prefer_ok)), canonical_json(r)))
-    out: dict[tuple, dict] = {}
-    for r in rows:
-        out.setdefault(tuple(r[c] for c in key_cols), r)
-    return out
