@@ -10,7 +10,6 @@ summary artifacts.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -19,19 +18,16 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from tasks.adapters.errors import ConfigError
 from tasks.adapters.lake import Lake
+from tasks.adapters.llm import load_pool
 from tasks.adapters.settings import RECIPES_DIR, Settings
 from tasks.core.ultrachat import summary as sm
 from tasks.core.ultrachat.dialogue import shard_plan
-from tasks.core.ultrachat.recipe import UltraChatRecipe, load_ultrachat_recipe
+from tasks.core.ultrachat.recipe import UltraChatRecipe, check_against_pool, load_ultrachat_recipe
 from tasks.reporting import Progress, markdown_table, publish_summary, write_manifest
-from tasks.ultrachat import (
-    dry_run_plan,
-    export_dialogues,
-    filter_dialogues,
-    make_openings,
-    run_dialogue_shard,
-)
+from tasks.ultrachat import export_dialogues, filter_dialogues, run_dialogue_shard
+from tasks.ultrachat_openings import dry_run_plan, make_openings
 
 
 class UltraChatParams(BaseModel):
@@ -43,7 +39,12 @@ class UltraChatParams(BaseModel):
                                  description="`key.path=value` overrides, as `--set` on the CLI.")
 
     def load(self) -> UltraChatRecipe:
-        return load_ultrachat_recipe(self.recipe, self.overrides)
+        """The validated recipe, its models checked against the pool before anything is paid."""
+        recipe = load_ultrachat_recipe(self.recipe, self.overrides)
+        problems = check_against_pool(recipe, set(load_pool(Settings()).models))
+        if problems:
+            raise ConfigError(f"{self.recipe}: " + "; ".join(problems))
+        return recipe
 
 
 def plan(params: UltraChatParams) -> dict[str, Any]:
@@ -65,11 +66,6 @@ def _in_waves(jobs: list[tuple[str, int]], recipe: UltraChatRecipe, progress: Pr
     return done
 
 
-def _artifact_key(name: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    return "ultrachat-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
 @flow(name="ultrachat", task_runner=ThreadPoolTaskRunner(max_workers=8))
 def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any]:
     """Make UltraChat-style dialogues for the recipe; return counts and export paths."""
@@ -86,17 +82,8 @@ def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any]:
     filtered = filter_dialogues(recipe, keys)
     exported = export_dialogues(recipe, filtered["key"], keys)
 
-    usage = sm.merge_usage([u for x in openings + shards for u in x["usage"]])
-    speed = sm.throughput(sum(s["dialogues"] for s in shards if s["usage"]),
-                          sum(s["requests"] for s in shards), elapsed)
-    counts = {"dialogues": filtered["dialogues"], "kept": filtered["kept"],
-              "rejected": filtered["rejected"], "exported": exported["count"], **speed}
-    tables = {"openings": [{k: o[k] for k in ("sector", "wanted", "selected", "candidates",
-                                              "duplicates")} for o in openings],
-              "dialogues-by-sector": filtered["by_sector"], "rounds-histogram": filtered["rounds"],
-              "stop-reasons": filtered["stop_reasons"], "reject-reasons": filtered["reject_reasons"],
-              "usage-by-role": usage}
-    publish_summary(_artifact_key(recipe.name),
+    counts, tables = sm.run_report(openings, shards, filtered, exported, elapsed)
+    publish_summary(sm.artifact_key(recipe.name),
                     sm.run_markdown(recipe.name, counts, tables, markdown_table), tables)
     manifest = write_manifest(Lake.from_settings(Settings()), "ultrachat", recipe, counts)
     return {**counts, "exports": exported["paths"], "manifest": manifest, "tables": tables}

@@ -5,6 +5,7 @@ SIGKILLed mid-generation and rerun."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,20 +23,23 @@ from tasks.adapters.settings import RECIPES_DIR, Settings
 from tasks.adapters.warehouse import Warehouse
 from tasks.core.ultrachat.dialogue import STOP_REASONS
 from tasks.core.ultrachat.filters import REJECT_REASONS
+from tasks.core.ultrachat.tables import T_DIALOGUES, T_KEPT, T_OPENINGS, T_REJECTS, T_TURNS, TABLES
 from tasks.core.ultrachat.turns import has_role_leakage
-from tasks.ultrachat import T_DIALOGUES, T_KEPT, T_OPENINGS, T_REJECTS, T_TURNS, TABLES
 
 RANGES = {"world": (3, 7), "writing": (2, 4), "materials": (2, 4)}
 EXPORTS = ("ultrachat.jsonl", "ultrachat.parquet", "messages.jsonl", "messages.parquet")
 LEAKY_LABEL = ("user:", "assistant:", "human:", "**user", "[user]", "as the user,")
+KEY_ENV, API_KEY = "ULTRACHAT_TEST_API_KEY", "sk-ultrachat-sentinel-7f3a9c1e"
 
 
 def _fast_pool(tmp_path: Path) -> Path:
     """The bundled pool with client-side limits out of the way (the tests measure behaviour, not
-    pacing; the tier3 measurement in the closing note uses the bundled limits)."""
+    pacing; the tier3 measurement in the closing note uses the bundled limits), and an API key
+    read from KEY_ENV, which must never reach anything the run writes."""
     pool = yaml.safe_load((RECIPES_DIR / "pool.yaml").read_text())
     pool["endpoints"]["local"]["limits"] = {"rpm": 1_000_000, "tpm": 1_000_000_000,
                                             "max_concurrency": 512, "initial_concurrency": 256}
+    pool["endpoints"]["local"]["api_key_env"] = KEY_ENV
     path = tmp_path / "pool.yaml"
     path.write_text(yaml.safe_dump(pool))
     return path
@@ -43,7 +47,7 @@ def _fast_pool(tmp_path: Path) -> Path:
 
 def _env(settings: Settings, base_url: str, pool: Path) -> dict[str, str]:
     env = {"ULTRAFORGE_DATA_DIR": str(settings.data_dir), "ULTRAFORGE_ENDPOINT_BASE_URL": base_url,
-           "ULTRAFORGE_POOL_PATH": str(pool)}
+           "ULTRAFORGE_POOL_PATH": str(pool), KEY_ENV: API_KEY}
     for field in ("lake_url", "s3_endpoint_url", "s3_access_key_id", "s3_secret_access_key"):
         value = getattr(settings, field)
         if hasattr(value, "get_secret_value"):
@@ -75,15 +79,42 @@ def _check_export(lake: Lake, prefix: str) -> list[dict]:
     return msgs
 
 
+def _assert_secrets_nowhere(secrets: list[bytes], settings: Settings, lake: Lake,
+                            flow_run_id, log_text: str) -> None:
+    """None of `secrets` is in the lake, the DuckDB file, the journal, the run's Prefect
+    artifacts, or the logs captured in this process."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    written = {path: lake.fs.cat_file(path) for path in lake.fs.find(lake.root)}
+    files = [settings.warehouse, *settings.journal.rglob("*")]
+    written |= {str(f): f.read_bytes() for f in files if f.is_file()}
+    assert any(p.endswith(".duckdb") for p in written) and any("journal" in p for p in written)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    assert len(artifacts) >= 5
+    written |= {f"artifact {a.key or a.id}": json.dumps([a.data, a.description], default=str).encode()
+                for a in artifacts}
+    assert len(log_text) > 100_000  # debug lines of every request: a real haystack
+    written["captured logs"] = log_text.encode()
+    for secret in secrets:
+        assert [where for where, data in written.items() if secret in data] == []
+
+
 def test_hundred_dialogues_across_three_sectors(prefect_api, make_simulator, s3_settings,
-                                                tmp_path, monkeypatch):
-    """100 dialogues on an S3 lake: ranges, alternation, no leakage, stop and reject reasons."""
-    sim = make_simulator("unlimited", seed=11,
-                         overrides={"faults.role_leak": 0.2, "faults.length": 0.02})
+                                                tmp_path, monkeypatch, caplog):
+    """100 dialogues on an S3 lake, through 429s and 5xx: ranges, alternation, no leakage, stop
+    and reject reasons, no secret in anything written, and a rerun that pays nothing."""
+    caplog.set_level(logging.DEBUG)  # every library's debug lines too: none may carry a secret
+    sim = make_simulator("unlimited", seed=11, overrides={
+        "faults.role_leak": 0.2, "faults.length": 0.02, "faults.rate_429": 0.04,
+        "faults.rate_5xx": 0.04, "faults.retry_after_s": 0.05})
     for k, v in _env(s3_settings, sim.base_url, _fast_pool(tmp_path)).items():
         monkeypatch.setenv(k, v)
 
-    out = ultrachat(UltraChatParams())
+    state = ultrachat(UltraChatParams(), return_state=True)
+    out = state.result()
 
     assert out["dialogues"] == 100
     assert out["kept"] + out["rejected"] == 100 and out["exported"] == out["kept"] >= 85
@@ -100,8 +131,15 @@ def test_hundred_dialogues_across_three_sectors(prefect_api, make_simulator, s3_
     assert all(d["rounds"] == d["target_rounds"] for d in dialogues
                if d["stop_reason"] == "target_rounds")
 
+    # transient errors were retried by the gateway: every request answered once, none given up
+    stats = sim.stats()
+    assert stats["by_outcome"]["injected_429"] > 10
+    assert sum(stats["by_outcome"][f"error_{c}"] for c in (500, 502, 503)) > 10
+    assert stats["ok_repeats"] == 0
+    assert sum(u["failed"] for u in out["tables"]["usage-by-role"]) == 0
+
     # the simulator's role leaks reached us, and were stripped or re-asked, never exported
-    assert sim.stats()["by_outcome"]["role_leak"] > 10
+    assert stats["by_outcome"]["role_leak"] > 10
     verdicts = [t["verdict"] for t in lake.read_table(T_TURNS).to_pylist() if t["role"] == "user"]
     assert "stripped" in verdicts and "user_reads_like_assistant" in verdicts
 
@@ -130,10 +168,10 @@ def test_hundred_dialogues_across_three_sectors(prefect_api, make_simulator, s3_
         found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
     assert {a.key for a in found} == set(keys)
 
-    # no secret anywhere in what the run wrote
-    secret = s3_settings.s3_secret_access_key.get_secret_value().encode()
-    for path in lake.fs.find(lake.root):
-        assert secret not in lake.fs.cat_file(path), path
+    # Neither the API key (read from KEY_ENV: the run would have failed without it) nor the S3
+    # secret is anywhere the run wrote or logged.
+    _assert_secrets_nowhere([API_KEY.encode(), s3_settings.s3_secret_access_key.get_secret_value().encode()],
+                            s3_settings, lake, state.state_details.flow_run_id, caplog.text)
 
     # a rerun pays nothing and changes nothing
     before = sim.stats()["requests"]
@@ -219,39 +257,51 @@ def test_dry_run_prints_plan_and_bad_config_is_one_line(tmp_path):
     assert "sectors.world.rounds" in res.output and "Traceback" not in res.output
 
 
-def test_bad_passage_row_names_the_row_and_field(tmp_path):
-    from tasks.adapters.errors import ConfigError
-    from tasks.core.ultrachat.recipe import load_ultrachat_recipe
-    from tasks.ultrachat import sector_inputs
-
-    passages = tmp_path / "p.jsonl"
-    passages.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "body": "no text"}\n')
-    recipe = load_ultrachat_recipe(RECIPES_DIR / "ultrachat.yaml",
-                                   [f"sectors.materials.passages.path={passages}"])
-    with pytest.raises(ConfigError, match=r"row 2: field 'text' is missing"):
-        sector_inputs(recipe, "materials")
-    passages.write_text('{"id": "a", "text": "fine"}\nnot json\n')
-    with pytest.raises(ConfigError, match=r"p.jsonl row 2: not valid JSON"):
-        sector_inputs(recipe, "materials")
-    bad_topics = tmp_path / "topics.txt"
-    bad_topics.write_text("# only a comment\n")
-    recipe = load_ultrachat_recipe(RECIPES_DIR / "ultrachat.yaml",
-                                   [f"sectors.world.meta_topics={bad_topics}"])
-    with pytest.raises(ConfigError, match="meta-topics file .*topics.txt: no entries"):
-        sector_inputs(recipe, "world")
+BAD_RECIPE_VALUES = [
+    ("models.assistant=nope", "models.assistant: 'nope' is not in the model pool"),
+    ("models.opening_generator=gpt-5", "models.opening_generator: 'gpt-5' is not in the model pool"),
+    ("params.assistant.max_tokns=5", "params.assistant: Value error, unknown sampling parameter(s) "
+                                     "'max_tokns'"),
+]
 
 
-def test_fatal_api_error_stops_the_run_without_retrying(prefect_api, make_simulator, tmp_path,
-                                                        monkeypatch):
+@pytest.mark.parametrize(("override", "message"), BAD_RECIPE_VALUES)
+def test_bad_model_or_param_fails_dry_run_and_run_before_anything_is_paid(
+        override, message, prefect_api, make_simulator, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from flows.cli import main
+
+    sim = make_simulator("unlimited")
+    for k, v in _env(Settings(data_dir=tmp_path / "data"), sim.base_url, _fast_pool(tmp_path)).items():
+        monkeypatch.setenv(k, v)
+    for dry_run in (["--dry-run"], []):
+        res = CliRunner().invoke(main, ["run", "ultrachat", *dry_run, "--set", override])
+        assert res.exit_code == 1, (dry_run, res.output)
+        assert message in res.output and "Traceback" not in res.output
+    assert sim.stats()["requests"] == 0
+    assert not (tmp_path / "data" / "lake").exists()
+
+
+def test_quota_spent_mid_dialogues_stops_paying_at_once_and_is_not_retried(
+        prefect_api, make_simulator, tmp_path, monkeypatch):
     from tasks.adapters.errors import FatalAPIError
 
-    sim = make_simulator("unlimited", overrides={"limits.quota_tokens": 3000})
+    # Enough quota for the openings and a few turns; a little latency so turns overlap.
+    sim = make_simulator("unlimited", overrides={"limits.quota_tokens": 55_000,
+                                                 "latency.ttft_s": 0.02,
+                                                 "latency.per_token_s": 0.0005})
     for k, v in _env(Settings(data_dir=tmp_path / "data"), sim.base_url, _fast_pool(tmp_path)).items():
         monkeypatch.setenv(k, v)
     small = ["sectors.world.dialogues=5", "sectors.writing.dialogues=5",
              "sectors.materials.dialogues=5"]
     with pytest.raises(FatalAPIError, match="quota"):
         ultrachat(UltraChatParams(overrides=small))
-    quota_refusals = sim.stats()["by_outcome"]["insufficient_quota"]
-    assert 0 < quota_refusals <= 64  # one wave of concurrent requests, no task-level retry wave
+    time.sleep(0.5)  # turns on the wire when the run stopped are still answered (and counted)
+    at_error = sim.stats()
+    assert at_error["by_kind"]["user_turn"] > 0  # the quota ran out while dialogues were growing
+    # At most one refused turn per running dialogue, and no retry of the shard (a second wave).
+    assert 0 < at_error["by_outcome"]["insufficient_quota"] <= 15
+    time.sleep(1.0)  # ~10 turns' time for each dialogue, were any still going
+    assert sim.stats()["requests"] == at_error["requests"]
     assert not Lake(str(tmp_path / "data" / "lake")).exists("exports/ultrachat")

@@ -182,3 +182,16 @@ def test_truncated_user_turn_is_reasked_then_stops():
     run(state, lambda role, n: reply("And what", finish="length") if role == "user"
         else reply(f"Answer {n}."))
     assert (state.stop_reason, state.stop_role, state.rounds) == ("truncated_turn", "user", 1)
+
+
+def test_failed_first_assistant_reply_keeps_the_opening_and_no_round():
+    for bad, reason in ((reply(""), "empty_turn"),
+                        (reply("I'm sorry, but I can't help with that."), "refusal"),
+                        (reply("The moon pulls", finish="length"), "truncated_turn")):
+        state = DialogueState(RECIPE, opening())
+        sent = run(state, lambda role, n, bad=bad: bad)
+        assert len(sent) == 1
+        assert (state.stop_reason, state.stop_role, state.rounds) == (reason, "assistant", 0)
+        row = state.record()
+        assert row["messages"] == [{"role": "user", "content": "How do tides work?"}]
+        assert row["finish_reasons"] == [None] and row["rounds"] == 0

@@ -110,3 +110,77 @@ def test_selection_is_seeded_and_sorted():
 def test_opening_rows_round_trip():
     o = Opening.make("materials", "Summarize: x", passage_id="p1", task="summarize")
     assert Opening.from_row(o.row()) == o
+
+
+def test_dedup_checks_new_items_against_a_kept_set_without_returning_it():
+    sea = Opening.make("writing", "Write a poem about the sea and the gulls over the harbour at dawn.")
+    new = [Opening.make("writing", sea.text + " Please."),
+           Opening.make("writing", "Tell a story about a dragon who is afraid of heights and fire.")]
+    kept, dropped = dedup(new, key=lambda o: o.opening_id, text=lambda o: o.text, against=[sea])
+    assert kept == [new[1]]
+    assert [(d.item, d.reason, d.of) for d in dropped] == [(new[0], "near_duplicate", sea.opening_id)]
+
+
+INSTRUCTIONS = {
+    "poem": ["Write a poem about the rain falling on a quiet village at night in late autumn.",
+             "Write a poem about a fox crossing a frozen river at dawn while the town sleeps.",
+             "Write a poem about my grandmother's kitchen garden in July with bees and beans."],
+    "story": ["Write a story about a lighthouse keeper who finds a message in a bottle in a storm.",
+              "Write a story about two rival bakers who must share one oven for a whole week.",
+              "Write a story about a robot who learns to paint by watching children in a park."],
+}
+LONG = ("I would like a warm, rhyming piece for my daughter's tenth birthday card, about twelve lines, "
+        "mentioning her love of horses, the summer we spent at the lake, and her brave first swim.")
+
+
+class ScriptedGateway:
+    """Answers opening-generation requests from a script, without a network."""
+
+    def __init__(self, expand):
+        self.expand = expand
+
+    async def complete_all(self, requests):
+        out = []
+        for r in requests:
+            prompt = r.messages[-1]["content"]
+            kind = next((t for t in INSTRUCTIONS if f"produce a {t}." in prompt), None)
+            if kind:
+                out.append(res("\n".join(f"{i}. {t}" for i, t in enumerate(INSTRUCTIONS[kind], 1))))
+            else:
+                instruction = prompt.split("\n\n")[1]
+                out.append(res(self.expand(instruction)))
+        return out
+
+
+def test_expansions_that_repeat_selected_openings_or_each_other_are_not_selected():
+    import asyncio
+
+    from tasks.ultrachat_openings import opening_rows
+
+    poem, story = INSTRUCTIONS["poem"], INSTRUCTIONS["story"]
+    script = {poem[0]: LONG,
+              poem[1]: LONG + " Thanks a lot.",                   # near-duplicates the first
+              poem[2]: "I'm sorry, but I can't help with that.",  # failed: the original stays
+              story[0]: poem[2] + " Please.",                      # near-duplicates a selected one
+              story[1]: "Please write a funny story for teenagers about two rival bakers who share "
+                        "one oven for a week; under 800 words, ending with a truce over bread.",
+              story[2]: "A short story for my art class about a robot who learns to paint by "
+                        "watching children in a park, in simple language, with a hopeful end."}
+    recipe = UltraChatRecipe(seed=5, sectors={"writing": {"dialogues": 6, "instructions_per_type": 3,
+                                                          "expand_fraction": 1.0}})
+    rows, _ = asyncio.run(opening_rows(ScriptedGateway(script.__getitem__), recipe, "writing",
+                                       {"types": ["poem", "story"]}))
+    by_text = {r["text"]: r for r in rows}
+    selected = [r for r in rows if r["status"] == "selected"]
+    assert len(selected) == 6  # every original or its one accepted expansion
+    again, dropped = dedup(selected, key=lambda r: r["opening_id"], text=lambda r: r["text"])
+    assert dropped == []  # no two selected openings repeat each other, exactly or nearly
+
+    near_story = by_text[poem[2] + " Please."]
+    assert (near_story["status"], near_story["dup_of"]) == \
+        ("near_duplicate", by_text[poem[2]]["opening_id"])
+    assert by_text[story[0]]["status"] == by_text[poem[2]]["status"] == "selected"
+    long_rows = [by_text[LONG], by_text[LONG + " Thanks a lot."]]
+    assert sorted(r["status"] for r in long_rows) == ["near_duplicate", "selected"]
+    assert sorted(by_text[t]["status"] for t in poem[:2]) == ["expanded", "selected"]
+    assert {by_text[t]["status"] for t in story[1:]} == {"expanded"}

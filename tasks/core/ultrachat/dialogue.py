@@ -7,7 +7,8 @@ far, so a rerun replays finished turns from the journal and resumes at the first
 Accepted turns always alternate user/assistant, start with the opening and end with an assistant
 turn. A failed turn is never appended: it is kept in `turns` (the audit log) and, for an
 assistant failure, the user turn it answered is dropped too, so the dialogue ends on the last good
-round. Stop reasons:
+round. The opening is never dropped: when the first assistant reply fails, the dialogue keeps only
+the opening, has no complete round, and the filters reject it (`no_complete_round`). Stop reasons:
 
     target_rounds              the sampled number of rounds was reached (the normal end)
     token_budget               the dialogue reached max_dialogue_tokens before the next round
@@ -192,8 +193,9 @@ class DialogueState:
             self.messages.append({"role": "assistant", "content": text})
             self.finish_reasons.append(result.finish_reason)
             return
-        self.messages.pop()  # the user turn it answered: the dialogue ends on the last good round
-        self.finish_reasons.pop()
+        if len(self.messages) > 1:  # drop the user turn it answered: end on the last good round
+            self.messages.pop()
+            self.finish_reasons.pop()
         self._stop(verdict, "assistant")
 
     def _receive_user(self, req: ChatRequest, result: ChatResult) -> None:

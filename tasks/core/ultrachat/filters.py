@@ -2,6 +2,8 @@
 
 Reason codes, checked in this order (a reject row keeps the first as `reason`, all in `reasons`):
 
+    no_complete_round   the first assistant reply failed: only the opening is left (checked
+                        alone, since every other check is meaningless without a round)
     bad_alternation     turns do not alternate user/assistant starting with the user
     empty_turn          a kept turn is empty
     truncated_turn      a kept turn was cut by max_tokens (finish_reason "length")
@@ -26,8 +28,9 @@ from tasks.core.ultrachat.recipe import UltraChatRecipe
 from tasks.core.ultrachat.text import normalize
 from tasks.core.ultrachat.turns import has_role_leakage
 
-REJECT_REASONS = ("bad_alternation", "empty_turn", "truncated_turn", "failed_tail", "role_leakage",
-                  "language_mismatch", "too_few_rounds", "too_many_rounds", "duplicate_dialogue")
+REJECT_REASONS = ("no_complete_round", "bad_alternation", "empty_turn", "truncated_turn",
+                  "failed_tail", "role_leakage", "language_mismatch", "too_few_rounds",
+                  "too_many_rounds", "duplicate_dialogue")
 
 
 class Reject(BaseModel):
@@ -42,6 +45,8 @@ class Reject(BaseModel):
 
 def check(d: DialogueRecord, recipe: UltraChatRecipe) -> list[tuple[str, str]]:
     """(reason, detail) for every filter `d` fails, in REJECT_REASONS order; [] if it passes."""
+    if d.rounds == 0:
+        return [("no_complete_round", f"first assistant reply failed: {d.stop_reason}")]
     found: list[tuple[str, str]] = []
     msgs = d.messages
     expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(msgs))]
@@ -68,8 +73,8 @@ def check(d: DialogueRecord, recipe: UltraChatRecipe) -> list[tuple[str, str]]:
                    and language_mismatch(m.get("content") or "", lang)]
         if foreign:
             found.append(("language_mismatch", f"turns {foreign} not {lang}"))
-    lo, hi = recipe.sector(d.sector).rounds  # type: ignore[arg-type]
-    minimum = recipe.filters.min_rounds or lo
+    minimum = recipe.min_rounds(d.sector)  # type: ignore[arg-type]
+    hi = recipe.sector(d.sector).rounds[1]  # type: ignore[arg-type]
     if d.rounds < minimum:
         found.append(("too_few_rounds", f"{d.rounds} < {minimum} (stopped: {d.stop_reason})"))
     if d.rounds > hi:

@@ -1,4 +1,8 @@
-"""The UltraChat recipe: sectors, models, turn ranges, dedup, filters (YAML → pydantic, strict)."""
+"""The UltraChat recipe: sectors, models, turn ranges, dedup, filters (YAML → pydantic, strict).
+
+Checks that need the model pool (every `models.*` names a pool model) are in `check_against_pool`,
+called when the flow loads the recipe, so the errors still name the recipe key.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,10 @@ from tasks.core.yamlconf import load_recipe
 Sector = Literal["world", "writing", "materials"]
 SECTORS: tuple[Sector, ...] = ("world", "writing", "materials")
 Role = Literal["opening_generator", "user_simulator", "assistant"]
+# Sampling parameters a role may send (OpenAI chat completions); anything else is a typo that
+# would otherwise surface as a 400 only after the openings were paid for.
+SAMPLING_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "presence_penalty",
+                   "frequency_penalty", "stop", "seed", "n", "logit_bias", "response_format")
 
 
 class Strict(BaseModel):
@@ -98,6 +106,15 @@ class Params(Strict):
     opening_generator: dict[str, Any] = Field(
         default_factory=lambda: {"temperature": 1.0, "max_tokens": 1024})
 
+    @field_validator("assistant", "user_simulator", "opening_generator")
+    @classmethod
+    def _known_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(v) - set(SAMPLING_PARAMS))
+        if unknown:
+            raise ValueError(f"unknown sampling parameter(s) {', '.join(map(repr, unknown))} "
+                             f"(allowed: {', '.join(SAMPLING_PARAMS)})")
+        return v
+
 
 class DialogueConfig(Strict):
     max_dialogue_tokens: int = Field(
@@ -153,13 +170,11 @@ class UltraChatRecipe(Strict):
     def sector(self, name: Sector) -> SectorBase:
         return getattr(self.sectors, name)
 
-    def model_for(self, role: Role) -> str:
-        return getattr(self.models, role)
-
     def params_for(self, role: Role) -> dict[str, Any]:
         return dict(getattr(self.params, role))
 
     def min_rounds(self, sector: Sector) -> int:
+        """Fewest rounds a kept dialogue may have: filters.min_rounds, else the sector's minimum."""
         return self.filters.min_rounds or self.sector(sector).rounds[0]
 
     def resolved(self, base_dir: str | Path) -> UltraChatRecipe:
@@ -178,6 +193,12 @@ class UltraChatRecipe(Strict):
             "passages": passages, "task_templates": fix(s.materials.task_templates)})
         sectors = Sectors(world=world, writing=writing, materials=materials)
         return self.model_copy(update={"sectors": sectors})
+
+
+def check_against_pool(recipe: UltraChatRecipe, pool_models: set[str]) -> list[str]:
+    """Problems between the recipe's models and the pool's model names, each naming the recipe key."""
+    return [f"models.{role}: {name!r} is not in the model pool"
+            for role, name in recipe.models.model_dump().items() if name not in pool_models]
 
 
 def load_ultrachat_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()

@@ -1,7 +1,9 @@
-"""Tables for the run summary: dialogues by sector, rounds histogram, stop reasons, usage by role."""
+"""The run summary: headline counts, and tables of dialogues by sector, rounds, stop and reject
+reasons, usage by role; built from what the run's tasks returned."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -82,3 +84,28 @@ def run_markdown(name: str, counts: dict[str, Any], tables: dict[str, list[dict[
     for title, rows in tables.items():
         parts += [f"\n## {title.replace('-', ' ')}\n", render_table(rows)]
     return "".join(parts)
+
+
+def run_report(openings: list[dict[str, Any]], shards: list[dict[str, Any]],
+               filtered: dict[str, Any], exported: dict[str, Any],
+               dialogue_seconds: float) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """(counts, tables) of a run from the openings, dialogue-shard, filter and export summaries.
+
+    Throughput counts only the shards that did work in this run (a replayed shard has no usage).
+    """
+    usage = merge_usage([u for x in openings + shards for u in x["usage"]])
+    speed = throughput(sum(s["dialogues"] for s in shards if s["usage"]),
+                       sum(s["requests"] for s in shards), dialogue_seconds)
+    counts = {"dialogues": filtered["dialogues"], "kept": filtered["kept"],
+              "rejected": filtered["rejected"], "exported": exported["count"], **speed}
+    tables = {"openings": [{k: o[k] for k in ("sector", "wanted", "selected", "candidates",
+                                              "duplicates")} for o in openings],
+              "dialogues-by-sector": filtered["by_sector"], "rounds-histogram": filtered["rounds"],
+              "stop-reasons": filtered["stop_reasons"], "reject-reasons": filtered["reject_reasons"],
+              "usage-by-role": usage}
+    return counts, tables
+
+
+def artifact_key(name: str) -> str:
+    """The summary artifact key of recipe `name` (Prefect allows lowercase, digits and dashes)."""
+    return "ultrachat-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
