@@ -11,13 +11,14 @@ summary artifacts.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from prefect import flow
-from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from flows.waves import in_waves
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.lake import Lake
 from tasks.adapters.llm import load_pool
@@ -25,7 +26,7 @@ from tasks.adapters.settings import RECIPES_DIR, Settings
 from tasks.core.ultrachat import summary as sm
 from tasks.core.ultrachat.dialogue import shard_plan
 from tasks.core.ultrachat.recipe import UltraChatRecipe, check_against_pool, load_ultrachat_recipe
-from tasks.reporting import Progress, markdown_table, publish_summary, write_manifest
+from tasks.reporting import markdown_table, publish_summary, write_manifest
 from tasks.ultrachat import export_dialogues, filter_dialogues, run_dialogue_shard
 from tasks.ultrachat_openings import dry_run_plan, make_openings
 
@@ -53,19 +54,6 @@ def plan(params: UltraChatParams) -> dict[str, Any]:
     return {"recipe": recipe.model_dump(mode="json"), "plan": dry_run_plan(recipe)}
 
 
-def _in_waves(jobs: list[tuple[str, int]], recipe: UltraChatRecipe, progress: Progress) -> list[dict]:
-    """Run dialogue shards, at most shard_concurrency at once, updating progress per shard."""
-    pending, running, done = list(jobs), [], []
-    while pending or running:
-        while pending and len(running) < recipe.dialogue.shard_concurrency:
-            running.append(run_dialogue_shard.submit(recipe, *pending.pop(0)))
-        finished = next(as_completed(running))
-        running.remove(finished)
-        done.append(finished.result())
-        progress.update(len(done), len(jobs))
-    return done
-
-
 @flow(name="ultrachat", task_runner=ThreadPoolTaskRunner(max_workers=8))
 def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any]:
     """Make UltraChat-style dialogues for the recipe; return counts and export paths."""
@@ -75,7 +63,8 @@ def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any]:
     jobs = shard_plan([(o["key"], o["selected"]) for o in openings], recipe.dialogue.shard_size)
 
     started = time.monotonic()
-    shards = _in_waves(jobs, recipe, Progress(f"ultrachat {recipe.name}: dialogue shards"))
+    shards = in_waves([partial(run_dialogue_shard.submit, recipe, *job) for job in jobs],
+                      recipe.dialogue.shard_concurrency, f"ultrachat {recipe.name} dialogues")
     elapsed = time.monotonic() - started
 
     keys = [s["key"] for s in shards]

@@ -15,14 +15,15 @@ jobs that failed for good in an earlier run are submitted again.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from flows.waves import in_waves
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.lake import Lake
 from tasks.adapters.llm import load_pool
@@ -31,8 +32,9 @@ from tasks.core.ultrafeedback.estimate import estimate_run, landed_calls
 from tasks.core.ultrafeedback.judge import annotation_jobs, answered_completions, critique_jobs
 from tasks.core.ultrafeedback.plan import build_plan, shards
 from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe, check_against_pool
+from tasks.core.usage import merge_usage
 from tasks.core.yamlconf import load_recipe
-from tasks.reporting import Progress, markdown_table, publish_summary, write_manifest
+from tasks.reporting import markdown_table, publish_summary, write_manifest
 from tasks.ultrafeedback import (
     export,
     land_plan,
@@ -73,26 +75,9 @@ def resolve_recipe(params: UltraFeedbackParams) -> tuple[UltraFeedbackRecipe, Pa
 
 def _run_shards(title: str, table: str, stage: str, jobs: list, size: int, limit: int,
                 submit: Callable) -> list[dict[str, Any]]:
-    """Submit shards of `jobs` (at most `limit` in flight), land each as it finishes."""
-    batches = shards(jobs, size)
-    if not batches:
-        return []
-    progress = Progress(f"ultrafeedback {title}: {len(batches)} shards")
-    landed: list[dict[str, Any]] = []
-    pending: set[Any] = set()
-
-    def finish(future) -> None:
-        pending.discard(future)
-        landed.append(land_shard(table, stage, future.result()))
-        progress.update(len(landed), len(batches))
-
-    for batch in batches:
-        if len(pending) >= limit:
-            finish(next(as_completed(list(pending))))
-        pending.add(submit(batch))
-    for future in as_completed(list(pending)):
-        finish(future)
-    return landed
+    """Shards of `jobs`, at most `limit` in flight, each landed in `table` as it finishes."""
+    return in_waves([partial(submit, batch) for batch in shards(jobs, size)], limit,
+                    f"ultrafeedback {title}", lambda result: land_shard(table, stage, result))
 
 
 @flow(name="ultrafeedback", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARD_THREADS))
@@ -180,16 +165,7 @@ def _counts(intake: dict, plan, ann_jobs, crit_jobs, out: dict, ann, crit,
 
 def _usage(landed: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (stage, model): requests paid, journal hits, failures, tokens and cost of this run."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for shard in landed:
-        for u in shard["usage"]:
-            row = rows.setdefault((u["stage"], u["model"]), {
-                "stage": u["stage"], "model": u["model"], "requests": 0, "from_journal": 0,
-                "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0})
-            for k in ("requests", "from_journal", "failed", "prompt_tokens", "completion_tokens",
-                      "cost_usd"):
-                row[k] += u[k]
-    return [{**r, "cost_usd": round(r["cost_usd"], 6)} for _, r in sorted(rows.items())]
+    return merge_usage((u for shard in landed for u in shard["usage"]), by=("stage", "model"))
 
 
 def _publish(counts: dict, usage: list[dict], out: dict, quarantined: list[dict]) -> None:

@@ -10,22 +10,18 @@ tasks/ultrachat_openings.py.
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from tasks.adapters.errors import ConfigError, FatalAPIError, UltraforgeError
+from tasks.adapters.errors import UltraforgeError
 from tasks.adapters.lake import Lake, parquet_bytes
 from tasks.adapters.llm import Gateway, load_pool, open_gateway
 from tasks.adapters.settings import Settings
 from tasks.adapters.warehouse import Warehouse
 from tasks.core.chat import ChatResult
-from tasks.core.ids import content_key
+from tasks.core.ids import content_key, to_jsonl
 from tasks.core.pool import PoolConfig
 from tasks.core.ultrachat import export as ex
 from tasks.core.ultrachat import openings as op
@@ -48,23 +44,9 @@ from tasks.core.ultrachat.tables import (
     TABLES,
     USAGE_SCHEMA,
 )
+from tasks.retry import SHARD_TASK
 
 R = TypeVar("R")
-
-
-def _retryable(task, task_run, state) -> bool:
-    """Prefect retries a shard after transient trouble, never after a fatal API or config error."""
-    try:
-        state.result()
-    except (FatalAPIError, ConfigError):
-        return False
-    except Exception:
-        return True
-    return False
-
-
-RETRY = {"retries": 1, "retry_delay_seconds": 10, "retry_condition_fn": _retryable,
-         "cache_policy": NO_CACHE}
 
 
 def pool_cost(pool: PoolConfig) -> Callable[[str, int, int], float]:
@@ -76,11 +58,6 @@ async def with_gateway(settings: Settings, work: Callable[..., Awaitable[R]], *a
     """`await work(gateway, *args)` on a gateway opened (and closed) for it."""
     async with open_gateway(settings) as gw:
         return await work(gw, *args)
-
-
-def read_shard(lake: Lake, table: str, key: str, columns: list[str] | None = None) -> pa.Table:
-    """One landed shard of `table` (optionally only `columns`)."""
-    return pq.read_table(io.BytesIO(lake.read_bytes(f"{table}/{key}.parquet")), columns=columns)
 
 
 # -- dialogues -----------------------------------------------------------------------------------
@@ -119,7 +96,7 @@ async def grow_dialogues(gw: Gateway, states: list[DialogueState]) -> dict[str, 
     return sink
 
 
-@task(name="ultrachat-dialogues", **RETRY)
+@task(name="ultrachat-dialogues", **SHARD_TASK)
 def run_dialogue_shard(recipe: UltraChatRecipe, openings_key_: str, index: int) -> dict[str, Any]:
     """Grow the dialogues of one slice of a sector's selected openings, all turns concurrently
     across dialogues; land turns, usage and dialogues (in that order: dialogues mark done)."""
@@ -128,7 +105,7 @@ def run_dialogue_shard(recipe: UltraChatRecipe, openings_key_: str, index: int) 
     key = dialogue_shard_key(recipe, openings_key_, index)
     usage: list[dict] = []
     if not lake.has_shard(T_DIALOGUES, key):
-        table = read_shard(lake, T_OPENINGS, openings_key_)
+        table = lake.read_shard(T_OPENINGS, openings_key_)
         selected = sorted((op.Opening.from_row(r) for r in table.to_pylist()
                            if r["status"] == "selected"), key=lambda o: o.opening_id)
         size = recipe.dialogue.shard_size
@@ -147,7 +124,7 @@ def run_dialogue_shard(recipe: UltraChatRecipe, openings_key_: str, index: int) 
                          [u | {"shard_key": key, "stage": "dialogues"} for u in usage], USAGE_SCHEMA)
         lake.write_shard(T_DIALOGUES, key, [s.record() | {"shard_key": key} for s in states],
                          DIALOGUES_SCHEMA)
-    stops = read_shard(lake, T_DIALOGUES, key, ["stop_reason"]).column("stop_reason").to_pylist()
+    stops = lake.read_shard(T_DIALOGUES, key, ["stop_reason"]).column("stop_reason").to_pylist()
     return {"key": key, "dialogues": len(stops), "usage": usage,
             "requests": sum(u["requests"] for u in usage)}
 
@@ -156,10 +133,10 @@ def run_dialogue_shard(recipe: UltraChatRecipe, openings_key_: str, index: int) 
 
 def _dialogue_records(lake: Lake, keys: list[str]) -> list[DialogueRecord]:
     return [DialogueRecord.model_validate(r) for k in sorted(keys)
-            for r in read_shard(lake, T_DIALOGUES, k).to_pylist()]
+            for r in lake.read_shard(T_DIALOGUES, k).to_pylist()]
 
 
-@task(name="ultrachat-filter", **RETRY)
+@task(name="ultrachat-filter", **SHARD_TASK)
 def filter_dialogues(recipe: UltraChatRecipe, dialogue_keys: list[str]) -> dict[str, Any]:
     """Apply the filters to every dialogue of the run; land rejects (with reasons) and the kept
     list with export ids. Returns the summary tables."""
@@ -180,20 +157,20 @@ def filter_dialogues(recipe: UltraChatRecipe, dialogue_keys: list[str]) -> dict[
             "reject_reasons": reject_rates(rejects, len(dialogues))}
 
 
-@task(name="ultrachat-export", **RETRY)
+@task(name="ultrachat-export", **SHARD_TASK)
 def export_dialogues(recipe: UltraChatRecipe, filter_key: str,
                      dialogue_keys: list[str]) -> dict[str, Any]:
     """Write the raw export (JSONL + Parquet) and the messages rows; refresh warehouse views."""
     settings = Settings()
     lake = Lake.from_settings(settings)
-    ids = set(read_shard(lake, T_KEPT, filter_key, ["dialogue_id"]).column(0).to_pylist())
+    ids = set(lake.read_shard(T_KEPT, filter_key, ["dialogue_id"]).column(0).to_pylist())
     kept = [d for d in _dialogue_records(lake, dialogue_keys) if d.dialogue_id in ids]
     raw, msgs = ex.raw_rows(kept), ex.messages_rows(kept)
     base = f"{recipe.export.prefix}/{recipe.name}"
     paths = {
-        "raw_jsonl": lake.write_bytes(f"{base}/ultrachat.jsonl", ex.jsonl(raw)),
+        "raw_jsonl": lake.write_bytes(f"{base}/ultrachat.jsonl", to_jsonl(raw)),
         "raw_parquet": lake.write_bytes(f"{base}/ultrachat.parquet", parquet_bytes(raw, RAW_SCHEMA)),
-        "messages_jsonl": lake.write_bytes(f"{base}/messages.jsonl", ex.jsonl(msgs)),
+        "messages_jsonl": lake.write_bytes(f"{base}/messages.jsonl", to_jsonl(msgs)),
         "messages_parquet": lake.write_bytes(f"{base}/messages.parquet",
                                              parquet_bytes(msgs, MESSAGES_SCHEMA)),
     }

@@ -27,7 +27,8 @@ from tasks.core.ultrachat.dedup import Duplicate, dedup
 from tasks.core.ultrachat.recipe import Sector, UltraChatRecipe
 from tasks.core.ultrachat.tables import OPENINGS_SCHEMA, T_OPENINGS, T_USAGE, USAGE_SCHEMA
 from tasks.core.yamlconf import load_yaml_model
-from tasks.ultrachat import RETRY, pool_cost, read_shard, with_gateway
+from tasks.retry import SHARD_TASK
+from tasks.ultrachat import pool_cost, with_gateway
 
 # -- inputs (data files written by us or given by the user) --------------------------------------
 
@@ -186,7 +187,7 @@ async def opening_rows(gw: Gateway, recipe: UltraChatRecipe, sector: Sector,
     return [rows[k] for k in sorted(rows)], results
 
 
-@task(name="ultrachat-openings", **RETRY)
+@task(name="ultrachat-openings", **SHARD_TASK)
 def make_openings(recipe: UltraChatRecipe, sector: Sector) -> dict[str, Any]:
     """Generate, deduplicate and select one sector's openings; land them (idempotent)."""
     settings = Settings()
@@ -200,7 +201,7 @@ def make_openings(recipe: UltraChatRecipe, sector: Sector) -> dict[str, Any]:
         lake.write_shard(T_USAGE, f"openings-{key}",
                          [u | {"shard_key": key, "stage": "openings"} for u in usage], USAGE_SCHEMA)
         lake.write_shard(T_OPENINGS, key, [r | {"shard_key": key} for r in rows], OPENINGS_SCHEMA)
-    statuses = read_shard(lake, T_OPENINGS, key, ["status"]).column("status").to_pylist()
+    statuses = lake.read_shard(T_OPENINGS, key, ["status"]).column("status").to_pylist()
     selected = statuses.count("selected")
     if selected < recipe.sector(sector).dialogues:
         get_run_logger().warning(

@@ -28,8 +28,8 @@ from tasks.adapters.lake import Lake, parquet_bytes
 from tasks.adapters.settings import Settings
 from tasks.adapters.sources import RowError, read_records
 from tasks.adapters.warehouse import Warehouse
-from tasks.core.ids import content_key
-from tasks.core.ultrafeedback.export import join_records, summarize, to_arrow, to_jsonl
+from tasks.core.ids import content_key, to_jsonl
+from tasks.core.ultrafeedback.export import join_records, summarize, to_arrow
 from tasks.core.ultrafeedback.intake import PromptRecord, Quarantined, dedupe, to_prompt
 from tasks.core.ultrafeedback.plan import PlanItem
 from tasks.core.ultrafeedback.recipe import PromptSource, UltraFeedbackRecipe

@@ -19,9 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from tasks.adapters.errors import FatalAPIError
 from tasks.adapters.llm import Gateway, open_gateway
 from tasks.adapters.settings import Settings
 from tasks.core.ultrafeedback.judge import AnnotationJob, CritiqueJob, parse_annotation_reply
@@ -34,25 +32,14 @@ from tasks.core.ultrafeedback.outcomes import (
 )
 from tasks.core.ultrafeedback.parse import parse_critique
 from tasks.core.ultrafeedback.plan import PlanItem
-
-
-def _retry_unless_fatal(task, task_run, state) -> bool:
-    """Prefect retries a shard once for transient trouble, never for a fatal API error."""
-    try:
-        state.result()
-    except FatalAPIError:
-        return False
-    except Exception:
-        return True
-    return False
+from tasks.retry import SHARD_TASK
 
 
 def _usage(stage: str, gw: Gateway) -> list[dict[str, Any]]:
     return [{"stage": stage, **u} for u in gw.usage()]
 
 
-@task(name="uf-generate-shard", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_fatal)
+@task(name="uf-generate-shard", **SHARD_TASK)
 async def generate_shard(items: list[PlanItem]) -> dict[str, Any]:
     """Completions for one shard of plan items: rows for `uf_completions`, failures, usage."""
     async with open_gateway(Settings()) as gw:
@@ -109,16 +96,14 @@ async def _judge_shard(stage: str, jobs: list[Any], parse: Callable, rows_of: Ca
                       "unparsed_replies": sum(not p.complete for p in parses)}}
 
 
-@task(name="uf-annotate-shard", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_fatal)
+@task(name="uf-annotate-shard", **SHARD_TASK)
 async def annotate_shard(jobs: list[AnnotationJob], max_reasks: int) -> dict[str, Any]:
     """Rating calls for one shard of (prompt, aspect) jobs: rows for `uf_annotations`."""
     return await _judge_shard("annotation", jobs, parse_annotation_reply, annotation_rows,
                               max_reasks)
 
 
-@task(name="uf-critique-shard", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_fatal)
+@task(name="uf-critique-shard", **SHARD_TASK)
 async def critique_shard(jobs: list[CritiqueJob], max_reasks: int) -> dict[str, Any]:
     """Teacher-feedback calls for one shard of completions: rows for `uf_critiques`."""
     return await _judge_shard("critique", jobs, lambda _job, text: parse_critique(text),

@@ -107,6 +107,10 @@ class Lake:
         """Whether shard `key` of `table` has landed."""
         return self.fs.exists(self._shard_path(table, key))
 
+    def read_shard(self, table: str, key: str, columns: list[str] | None = None) -> pa.Table:
+        """One landed shard of `table` (optionally only `columns`)."""
+        return _read_parquet(self.fs.cat_file(self._shard_path(table, key)), columns)
+
     def shard_keys(self, table: str) -> set[str]:
         """Keys of every landed shard of `table` (one listing call; empty if none)."""
         try:

@@ -1,4 +1,4 @@
-"""Content-addressed ids: the same content always gets the same id, on any machine."""
+"""Content-addressed ids and the JSON conventions behind them and behind every JSONL export."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from typing import Any
 def canonical_json(obj: Any) -> str:
     """Serialise `obj` so that equal values give equal text (sorted keys, no spaces)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def to_jsonl(rows: list[dict[str, Any]]) -> bytes:
+    """One JSON object a line, UTF-8, keys in the given order, trailing newline (exports)."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
 
 
 def content_key(*parts: Any) -> str:

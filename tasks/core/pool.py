@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.core.yamlconf import load_yaml_model
+
+# Sampling parameters a request may carry (OpenAI chat completions); anything else is a typo that
+# would otherwise surface as a 400 only after earlier stages were paid for.
+SAMPLING_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "presence_penalty",
+                   "frequency_penalty", "stop", "seed", "n", "logit_bias", "response_format")
+
+
+def _known_sampling(v: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(v) - set(SAMPLING_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown sampling parameter(s) {', '.join(map(repr, unknown))} "
+                         f"(allowed: {', '.join(SAMPLING_PARAMS)})")
+    return v
+
+
+Sampling = Annotated[dict[str, Any], AfterValidator(_known_sampling)]
 
 
 class Strict(BaseModel):
@@ -75,7 +91,7 @@ class ModelSpec(Strict):
     endpoint: str
     api_model: str | None = Field(default=None, description="Name sent to the API; default: key.")
     price: Price = Field(default_factory=Price)
-    sampling: dict[str, Any] = Field(default_factory=lambda: {
+    sampling: Sampling = Field(default_factory=lambda: {
         "temperature": 1.0, "top_p": 1.0, "max_tokens": 1024})
     limits: Limits | None = Field(default=None, description="Overrides the endpoint's limits.")
 

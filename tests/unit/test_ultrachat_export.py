@@ -4,7 +4,8 @@ import json
 
 from tasks.core.ids import prompt_id
 from tasks.core.ultrachat.dialogue import DialogueRecord
-from tasks.core.ultrachat.export import jsonl, messages_rows, raw_rows
+from tasks.core.ids import to_jsonl
+from tasks.core.ultrachat.export import messages_rows, raw_rows
 
 
 def d(did, sector, opening_id, texts):
@@ -25,7 +26,7 @@ def test_ids_follow_sector_order_then_opening_id_regardless_of_input_order():
 
 
 def test_jsonl_is_utf8_one_object_a_line():
-    data = jsonl(raw_rows(DS))
+    data = to_jsonl(raw_rows(DS))
     lines = data.decode("utf-8").splitlines()
     assert len(lines) == 4 and json.loads(lines[3])["data"][0] == "Sum up: é"
     assert "é" in lines[3]  # not escaped

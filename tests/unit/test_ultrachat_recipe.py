@@ -4,9 +4,8 @@ import pytest
 
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.settings import RECIPES_DIR
-from tasks.core.pool import PoolConfig
+from tasks.core.pool import SAMPLING_PARAMS, PoolConfig
 from tasks.core.ultrachat.recipe import (
-    SAMPLING_PARAMS,
     UltraChatRecipe,
     check_against_pool,
     load_ultrachat_recipe,

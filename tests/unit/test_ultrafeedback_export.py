@@ -4,6 +4,7 @@ import json
 
 import pyarrow as pa
 
+from tasks.core.ids import to_jsonl
 from tasks.core.ultrafeedback.export import (
     build_record,
     export_schema,
@@ -13,7 +14,6 @@ from tasks.core.ultrafeedback.export import (
     score_histogram,
     summarize,
     to_arrow,
-    to_jsonl,
 )
 from tasks.core.ultrafeedback.intake import to_prompt
 from tasks.core.ultrafeedback.plan import plan_prompt

@@ -31,9 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.chat import ChatRequest, ChatResult
 from tasks.core.ids import content_key
+from tasks.core.prompts import render
 from tasks.core.tokens import estimate_prompt_tokens
 from tasks.core.ultrachat.openings import Opening
-from tasks.core.ultrachat.prompts import render
 from tasks.core.ultrachat.recipe import UltraChatRecipe
 from tasks.core.ultrachat.turns import (
     has_role_leakage,
@@ -150,8 +150,8 @@ class DialogueState:
     def _user_request(self) -> ChatRequest:
         """The user simulator sees the dialogue as a transcript in one message (any chat
         template accepts that, unlike a role-flipped history that starts with an assistant)."""
-        system = render("user_simulator_system", sector=self.opening.sector)
-        prompt = render("user_simulator_turn", messages=self.messages, retry=self.reasks > 0)
+        system = render("ultrachat/user_simulator_system.j2", sector=self.opening.sector)
+        prompt = render("ultrachat/user_simulator_turn.j2", messages=self.messages, retry=self.reasks > 0)
         params = self.recipe.params_for("user_simulator")
         if self.reasks:  # a different sample: no two re-asks may send the same body
             params["seed"] = int(params.get("seed") or 0) + self.reasks

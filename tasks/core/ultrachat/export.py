@@ -6,7 +6,6 @@ seed and journal always give the same ids and the same bytes.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tasks.core.ids import prompt_id
@@ -35,8 +34,3 @@ def messages_rows(dialogues: list[DialogueRecord]) -> list[dict[str, Any]]:
         rows.append({"id": i, "sector": d.sector, "prompt": prompt, "prompt_id": prompt_id(prompt),
                      "messages": [{"content": m["content"], "role": m["role"]} for m in d.messages]})
     return rows
-
-
-def jsonl(rows: list[dict[str, Any]]) -> bytes:
-    """One JSON object a line, UTF-8, keys in the given order, trailing newline."""
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.core.chat import ChatRequest, ChatResult
 from tasks.core.ids import content_key
-from tasks.core.ultrachat.prompts import render
+from tasks.core.prompts import render
 from tasks.core.ultrachat.recipe import (
     MaterialsSector,
     Sector,
@@ -116,7 +116,7 @@ def list_items(result: ChatResult, limit: int) -> list[str]:
 def subtopic_requests(recipe: UltraChatRecipe, topics: list[str]) -> list[ChatRequest]:
     """Level 1: one request per meta-topic for its subtopics."""
     cfg: WorldSector = recipe.sectors.world
-    return [_request(recipe, render("world_subtopics", topic=t, n=cfg.subtopics_per_topic))
+    return [_request(recipe, render("ultrachat/world_subtopics.j2", topic=t, n=cfg.subtopics_per_topic))
             for t in topics]
 
 
@@ -142,12 +142,13 @@ def choose_subtopics(recipe: UltraChatRecipe, topics: list[str],
 def question_requests(recipe: UltraChatRecipe, pairs: list[tuple[str, str]]) -> list[ChatRequest]:
     """Level 2: one request per chosen subtopic for specific questions."""
     n = recipe.sectors.world.questions_per_subtopic
-    return [_request(recipe, render("world_questions", topic=t, subtopic=s, n=n)) for t, s in pairs]
+    return [_request(recipe, render("ultrachat/world_questions.j2", topic=t, subtopic=s, n=n))
+            for t, s in pairs]
 
 
 def entity_requests(recipe: UltraChatRecipe, entities: list[str]) -> list[ChatRequest]:
     n = recipe.sectors.world.questions_per_entity
-    return [_request(recipe, render("world_entity_questions", entity=e, n=n)) for e in entities]
+    return [_request(recipe, render("ultrachat/world_entity_questions.j2", entity=e, n=n)) for e in entities]
 
 
 def choose_entities(recipe: UltraChatRecipe, entities: list[str]) -> list[str]:
@@ -174,7 +175,7 @@ def world_openings(pairs: list[tuple[str, str]], results: list[ChatResult], limi
 
 def instruction_requests(recipe: UltraChatRecipe, types: list[str]) -> list[ChatRequest]:
     n = recipe.sectors.writing.instructions_per_type
-    return [_request(recipe, render("writing_instructions", writing_type=t, n=n)) for t in types]
+    return [_request(recipe, render("ultrachat/writing_instructions.j2", writing_type=t, n=n)) for t in types]
 
 
 def writing_openings(types: list[str], results: list[ChatResult], limit: int) -> list[Opening]:
@@ -191,7 +192,7 @@ def choose_expansions(recipe: UltraChatRecipe, selected: list[Opening]) -> list[
 
 
 def expansion_requests(recipe: UltraChatRecipe, chosen: list[Opening]) -> list[ChatRequest]:
-    return [_request(recipe, render("writing_expand", instruction=o.text)) for o in chosen]
+    return [_request(recipe, render("ultrachat/writing_expand.j2", instruction=o.text)) for o in chosen]
 
 
 def expanded_opening(original: Opening, result: ChatResult) -> Opening:

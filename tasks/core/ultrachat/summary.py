@@ -12,6 +12,7 @@ from tasks.core.chat import ChatResult
 from tasks.core.ultrachat.dialogue import STOP_REASONS, DialogueRecord
 from tasks.core.ultrachat.filters import Reject
 from tasks.core.ultrachat.recipe import SECTORS
+from tasks.core.usage import merge_usage
 
 
 def by_sector(dialogues: list[DialogueRecord], kept: list[DialogueRecord],
@@ -39,20 +40,6 @@ def stop_reasons(dialogues: list[DialogueRecord]) -> list[dict[str, Any]]:
             for (r, role), n in sorted(counts.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1]))]
 
 
-def merge_usage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sum usage rows (role, model, requests, from_journal, failed, tokens, cost) by role and model."""
-    acc: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in rows:
-        k = (r["role"], r["model"])
-        a = acc.setdefault(k, {"role": r["role"], "model": r["model"], "requests": 0,
-                               "from_journal": 0, "failed": 0, "prompt_tokens": 0,
-                               "completion_tokens": 0, "cost_usd": 0.0})
-        for f in ("requests", "from_journal", "failed", "prompt_tokens", "completion_tokens"):
-            a[f] += int(r.get(f) or 0)
-        a["cost_usd"] = round(a["cost_usd"] + float(r.get("cost_usd") or 0.0), 6)
-    return [acc[k] for k in sorted(acc)]
-
-
 def usage_of(role: str, results: list[ChatResult],
              cost: Callable[[str, int, int], float]) -> list[dict[str, Any]]:
     """Usage rows for one role's results: paid requests and their tokens/cost, journal replays,
@@ -65,7 +52,7 @@ def usage_of(role: str, results: list[ChatResult],
                      "from_journal": int(r.from_journal), "failed": int(not r.ok),
                      "prompt_tokens": pt, "completion_tokens": ct,
                      "cost_usd": cost(r.model, pt, ct) if paid else 0.0})
-    return merge_usage(rows)
+    return merge_usage(rows, by=("role", "model"))
 
 
 def throughput(dialogues: int, requests: int, seconds: float) -> dict[str, float]:
@@ -93,7 +80,7 @@ def run_report(openings: list[dict[str, Any]], shards: list[dict[str, Any]],
 
     Throughput counts only the shards that did work in this run (a replayed shard has no usage).
     """
-    usage = merge_usage([u for x in openings + shards for u in x["usage"]])
+    usage = merge_usage([u for x in openings + shards for u in x["usage"]], by=("role", "model"))
     speed = throughput(sum(s["dialogues"] for s in shards if s["usage"]),
                        sum(s["requests"] for s in shards), dialogue_seconds)
     counts = {"dialogues": filtered["dialogues"], "kept": filtered["kept"],

@@ -155,11 +155,6 @@ def sort_key(record: dict[str, Any]) -> tuple[str, str]:
     return (prompt_id(record["instruction"]), record["source"])
 
 
-def to_jsonl(records: list[dict[str, Any]]) -> bytes:
-    """One JSON object per line, UTF-8, keys in SPEC order, trailing newline."""
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-
-
 def to_arrow(records: list[dict[str, Any]], aspects: tuple[str, ...]) -> pa.Table:
     return pa.Table.from_pylist(records, schema=export_schema(aspects))
 

@@ -21,21 +21,18 @@ Templates are ours, under `tasks/core/templates/ultrafeedback/` (jinja2, StrictU
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from pydantic import BaseModel, ConfigDict
 
 from tasks.core.chat import ChatRequest
 from tasks.core.ids import content_key
+from tasks.core.prompts import render
 from tasks.core.ultrafeedback.intake import PromptRecord
 from tasks.core.ultrafeedback.parse import RatingsParse, parse_ratings
 from tasks.core.ultrafeedback.principles import critique_note
 from tasks.core.ultrafeedback.recipe import OVERALL_ASPECT, JudgeSpec
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "ultrafeedback"
 TYPED_ASPECTS = frozenset({"truthfulness", "helpfulness"})
 NA_ASPECTS = frozenset({"honesty"})
 NO_KNOWLEDGE = ("No additional world knowledge is provided for this instruction; "
@@ -44,15 +41,8 @@ FALSE_PREMISE = ("The question is based on a false premise: what it takes for gr
                  "true, so a good answer points this out instead of answering as asked.")
 
 
-@cache
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=False,
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
-                              trim_blocks=True, lstrip_blocks=True)
-
-
 def _render(name: str, **values: Any) -> str:
-    return _env().get_template(name).render(**values).strip()
+    return render(f"ultrafeedback/{name}", **values)
 
 
 def template_name(aspect: str) -> str:
@@ -83,8 +73,7 @@ def with_reask(messages: tuple[dict[str, Any], ...], attempt: int,
     if attempt == 0:
         return messages
     last = dict(messages[-1])
-    last["content"] = last["content"] + _env().get_template("reask.j2").render(
-        n=n_texts, attempt=attempt)
+    last["content"] = last["content"] + "\n\n" + _render("reask.j2", n=n_texts, attempt=attempt)
     return (*messages[:-1], last)
 
 

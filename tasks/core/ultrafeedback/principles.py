@@ -30,7 +30,8 @@ one prompt per line, first line canonical, `#` comments, `\\n` for a line break 
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
+
+from tasks.core.prompts import TEMPLATES
 
 PRINCIPLES = ("helpfulness", "honesty", "truthfulness", "verbalized_calibration", "harmlessness")
 SOURCES = ("evol_instruct", "false_qa", "flan", "sharegpt", "truthful_qa", "ultrachat")
@@ -55,7 +56,7 @@ MIXES: dict[str, dict[str, dict[str, float]]] = {
     },
 }
 
-POOL_DIR = Path(__file__).resolve().parent.parent / "templates" / "ultrafeedback" / "principles"
+POOL_DIR = TEMPLATES / "ultrafeedback" / "principles"
 
 
 def principle_weights(mix: str, source: str,

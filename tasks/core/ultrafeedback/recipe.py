@@ -7,10 +7,11 @@ the flow once the pool is loaded, so the errors still name the recipe key.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tasks.core.pool import Sampling
 from tasks.core.ultrafeedback.principles import PRINCIPLES, SOURCES
 
 # The 17 `model` strings of the released data (SPEC §2, TRL's choices list).
@@ -114,7 +115,7 @@ class GenerationSpec(_Strict):
     """Completion requests: sampling on top of each pool model's defaults (SPEC §2: T=1, top_p=1,
     max_tokens=1024, which the bundled pool already sets)."""
 
-    params: dict[str, Any] = Field(default_factory=dict, description="Overrides of pool sampling.")
+    params: Sampling = Field(default_factory=dict, description="Overrides of pool sampling.")
     shard_size: int = Field(default=256, ge=1, le=5000, description="Requests per Prefect task.")
 
 
@@ -122,7 +123,7 @@ class JudgeSpec(_Strict):
     """A GPT-4-class judge call: model, sampling, re-asks on unparseable replies, shard size."""
 
     judge_model: str = Field(default="gpt-4-judge", description="Pool model used as the judge.")
-    params: dict[str, Any] = Field(default_factory=lambda: {
+    params: Sampling = Field(default_factory=lambda: {
         "temperature": 0, "top_p": 0.6, "max_tokens": 500})
     max_reasks: int = Field(default=3, ge=0, le=10,
                             description="Extra calls after an unparseable reply (SPEC: up to 10).")
@@ -145,7 +146,7 @@ class CritiqueSpec(JudgeSpec):
     """Critique and overall score pass (SPEC §3b): one call per completion, score 1-10."""
 
     enabled: bool = True
-    params: dict[str, Any] = Field(default_factory=lambda: {
+    params: Sampling = Field(default_factory=lambda: {
         "temperature": 0, "top_p": 0.6, "max_tokens": 1024})
 
 
