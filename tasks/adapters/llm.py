@@ -13,6 +13,7 @@ before it is returned, and a request whose content key is journaled is never sen
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections import defaultdict
@@ -77,6 +78,8 @@ class Gateway:
         self.pool = pool
         self.journal = journal
         self._keys = api_keys
+        self._accounts = {name: hashlib.sha256(key.encode()).hexdigest()[:16]
+                          for name, key in api_keys.items() if key}
         self._clients: dict[str, openai.AsyncOpenAI] = {}
         self._usage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
@@ -94,7 +97,8 @@ class Gateway:
             stats["from_journal"] += 1
             return hit.model_copy(update={"from_journal": True})
         endpoint = self.pool.endpoints[spec.endpoint]
-        limiter = limiter_for(endpoint.base_url, api_model, self.pool.limits(request.model))
+        limiter = limiter_for(endpoint.base_url, api_model, self.pool.limits(request.model),
+                              self._accounts.get(spec.endpoint, ""))
         result = ChatResult(key=key, model=request.model, api_model=api_model,
                             endpoint=spec.endpoint)
         try:

@@ -226,14 +226,15 @@ class Limiter:
                     self.paused_until = max(self.paused_until, now + reset)
 
 
-_LIMITERS: dict[tuple[str, str], Limiter] = {}
+_LIMITERS: dict[tuple[str, str, str], Limiter] = {}
 _LIMITERS_LOCK = threading.Lock()
 
 
-def limiter_for(base_url: str, api_model: str, limits: Limits) -> Limiter:
-    """The process-wide Limiter for (endpoint URL, api model): limits are per model per account."""
+def limiter_for(base_url: str, api_model: str, limits: Limits, account: str = "") -> Limiter:
+    """The process-wide Limiter for (endpoint URL, api model, account): limits are per model per
+    account, and `account` (a fingerprint of the API key, never the key) keeps two keys apart."""
     with _LIMITERS_LOCK:
-        key = (base_url, api_model)
+        key = (base_url, api_model, account)
         if key not in _LIMITERS:
             _LIMITERS[key] = Limiter(limits)
         return _LIMITERS[key]

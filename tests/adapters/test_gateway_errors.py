@@ -160,3 +160,14 @@ def test_a_request_larger_than_the_token_limit_is_refused_before_it_is_sent(serv
     with pytest.raises(FatalAPIError, match="request too large"):
         complete(Gateway(pool, None, {}))
     assert server.requests == 0
+
+
+def test_two_api_keys_on_one_url_are_paced_as_separate_accounts(server, tmp_path):
+    first = gateway_for(server, tmp_path)
+    second = Gateway(first.pool, None, {"ep": "sk-test-another-account"})
+    assert complete(first).ok and complete(second).ok
+    ep, limits = first.pool.endpoints["ep"], first.pool.limits("m")
+    mine = limiter_for(ep.base_url, "m", limits, first._accounts["ep"])
+    theirs = limiter_for(ep.base_url, "m", limits, second._accounts["ep"])
+    assert mine is not theirs
+    assert KEY not in first._accounts["ep"] and first._accounts["ep"] != second._accounts["ep"]

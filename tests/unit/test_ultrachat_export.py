@@ -2,9 +2,8 @@
 
 import json
 
-from tasks.core.ids import prompt_id
+from tasks.core.ids import prompt_id, to_jsonl
 from tasks.core.ultrachat.dialogue import DialogueRecord
-from tasks.core.ids import to_jsonl
 from tasks.core.ultrachat.export import messages_rows, raw_rows
 
 
