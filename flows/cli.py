@@ -44,7 +44,7 @@ def run() -> None:
 
 
 @run.command("ultrachat")
-@click.option("--recipe", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--recipe", type=click.Path(dir_okay=False), default=None,
               help="Recipe YAML (default: flows/recipes/ultrachat.yaml).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe value, e.g. sectors.world.dialogues=500.")

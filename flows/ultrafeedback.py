@@ -197,7 +197,7 @@ def dry_run(params: UltraFeedbackParams) -> dict[str, Any]:
     plan = build_plan(recipe, prompts)
     rows = estimate_run(recipe, prompts, plan,
                         {m: spec.sampling for m, spec in pool.models.items()},
-                        lambda m, i, o: pool.models[m].price.cost(i, o))
+                        pool.cost)
     landed = landed_calls(recipe, prompts, plan,
                           read_responses([it.completion_id for it in plan]),
                           landed_ids("uf_annotations", "annotation_id"),

@@ -22,7 +22,6 @@ from tasks.adapters.settings import Settings
 from tasks.adapters.warehouse import Warehouse
 from tasks.core.chat import ChatResult
 from tasks.core.ids import content_key, to_jsonl
-from tasks.core.pool import PoolConfig
 from tasks.core.ultrachat import export as ex
 from tasks.core.ultrachat import openings as op
 from tasks.core.ultrachat import summary as sm
@@ -47,11 +46,6 @@ from tasks.core.ultrachat.tables import (
 from tasks.retry import SHARD_TASK
 
 R = TypeVar("R")
-
-
-def pool_cost(pool: PoolConfig) -> Callable[[str, int, int], float]:
-    """USD for (model, prompt tokens, completion tokens) at the pool's prices."""
-    return lambda model, p, c: pool.models[model].price.cost(p, c)
 
 
 async def with_gateway(settings: Settings, work: Callable[..., Awaitable[R]], *args: Any) -> R:
@@ -116,7 +110,7 @@ def run_dialogue_shard(recipe: UltraChatRecipe, openings_key_: str, index: int) 
             raise UltraforgeError(
                 f"dialogue shard {key[:12]}: {len(failed)} dialogues hit a request that failed "
                 f"after retries (first: {failed[0].error}); nothing landed, rerun to resume")
-        cost = pool_cost(load_pool(settings))
+        cost = load_pool(settings).cost
         usage = [u for role, results in sink.items() for u in sm.usage_of(role, results, cost)]
         lake.write_shard(T_TURNS, key, [t.model_dump() | {"shard_key": key}
                                         for s in states for t in s.turns])

@@ -28,7 +28,7 @@ from tasks.core.ultrachat.recipe import Sector, UltraChatRecipe
 from tasks.core.ultrachat.tables import OPENINGS_SCHEMA, T_OPENINGS, T_USAGE, USAGE_SCHEMA
 from tasks.core.yamlconf import load_yaml_model
 from tasks.retry import SHARD_TASK
-from tasks.ultrachat import pool_cost, with_gateway
+from tasks.ultrachat import with_gateway
 
 # -- inputs (data files written by us or given by the user) --------------------------------------
 
@@ -197,7 +197,7 @@ def make_openings(recipe: UltraChatRecipe, sector: Sector) -> dict[str, Any]:
     usage: list[dict] = []
     if not lake.has_shard(T_OPENINGS, key):
         rows, results = asyncio.run(with_gateway(settings, opening_rows, recipe, sector, inputs))
-        usage = sm.usage_of("opening_generator", results, pool_cost(load_pool(settings)))
+        usage = sm.usage_of("opening_generator", results, load_pool(settings).cost)
         lake.write_shard(T_USAGE, f"openings-{key}",
                          [u | {"shard_key": key, "stage": "openings"} for u in usage], USAGE_SCHEMA)
         lake.write_shard(T_OPENINGS, key, [r | {"shard_key": key} for r in rows], OPENINGS_SCHEMA)

@@ -30,7 +30,7 @@ from tasks.adapters.journal import Journal, journal_at
 from tasks.adapters.ratelimit import Limiter, limiter_for
 from tasks.adapters.settings import Settings, secret_from_env
 from tasks.core.chat import ChatRequest, ChatResult, Usage
-from tasks.core.pool import Endpoint, PoolConfig
+from tasks.core.pool import Endpoint, PoolConfig, max_tokens_of, merge_sampling
 from tasks.core.tokens import estimate_prompt_tokens
 
 _FATAL_429_CODES = {"insufficient_quota", "credit_balance_exhausted"}
@@ -120,8 +120,8 @@ class Gateway:
         stats["requests"] += 1
         stats["prompt_tokens"] += result.usage.prompt_tokens
         stats["completion_tokens"] += result.usage.completion_tokens
-        stats["cost_usd"] += spec.price.cost(result.usage.prompt_tokens,
-                                             result.usage.completion_tokens)
+        stats["cost_usd"] += self.pool.cost(request.model, result.usage.prompt_tokens,
+                                            result.usage.completion_tokens)
         if self.journal is not None:
             self.journal.put(result)
         return result
@@ -168,8 +168,7 @@ class Gateway:
     async def _send(self, name: str, endpoint: Endpoint, limiter: Limiter, api_model: str,
                     messages: list[dict], params: dict, result: ChatResult) -> None:
         """One attempt; fills `result` on success, raises Retryable/Fatal/Rejected otherwise."""
-        reserved = estimate_prompt_tokens(messages) + int(
-            params.get("max_tokens") or params.get("max_completion_tokens") or 0) * int(params.get("n", 1))
+        reserved = estimate_prompt_tokens(messages) + max_tokens_of(params, 0) * int(params.get("n", 1))
         if limiter.tokens and reserved > limiter.tokens.per_minute:
             raise FatalAPIError(name, f"request too large: needs ~{reserved} tokens (prompt + max_tokens), "
                                       f"the limit is {limiter.tokens.per_minute} TPM")
@@ -226,16 +225,6 @@ class Gateway:
             if key:
                 text = text.replace(key, "***")
         return text
-
-
-def merge_sampling(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Request parameters over the model's defaults; a request's max_completion_tokens replaces a
-    default max_tokens (and vice versa): newer OpenAI models reject requests that carry both."""
-    merged = {**defaults, **overrides}
-    for mine, other in (("max_tokens", "max_completion_tokens"), ("max_completion_tokens", "max_tokens")):
-        if mine in overrides and other not in overrides:
-            merged.pop(other, None)
-    return merged
 
 
 def resolve_api_keys(pool: PoolConfig) -> dict[str, str]:

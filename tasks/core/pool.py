@@ -28,6 +28,21 @@ def _known_sampling(v: dict[str, Any]) -> dict[str, Any]:
 Sampling = Annotated[dict[str, Any], AfterValidator(_known_sampling)]
 
 
+def merge_sampling(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Request parameters over the model's defaults; a request's max_completion_tokens replaces a
+    default max_tokens (and vice versa): newer OpenAI models reject requests that carry both."""
+    merged = {**defaults, **overrides}
+    for mine, other in (("max_tokens", "max_completion_tokens"), ("max_completion_tokens", "max_tokens")):
+        if mine in overrides and other not in overrides:
+            merged.pop(other, None)
+    return merged
+
+
+def max_tokens_of(params: dict[str, Any], default: int) -> int:
+    """The completion-token cap a request carries (either field), or `default`."""
+    return int(params.get("max_tokens") or params.get("max_completion_tokens") or default)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -112,6 +127,10 @@ class PoolConfig(Strict):
 
     def api_model(self, name: str) -> str:
         return self.models[name].api_model or name
+
+    def cost(self, name: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for a call to model `name` at the pool's prices."""
+        return self.models[name].price.cost(prompt_tokens, completion_tokens)
 
     def limits(self, name: str) -> Limits:
         spec = self.models[name]

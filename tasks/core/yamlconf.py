@@ -64,8 +64,12 @@ def _hint(model_cls: type[BaseModel], loc: tuple, err_type: str) -> str:
     return ""
 
 
-def parse_yaml_model(text: str, model_cls: type[M], source: str) -> M:
-    """Validate YAML text into `model_cls`; raise ConfigError naming source:line and the key."""
+def parse_yaml_model(text: str, model_cls: type[M], source: str, with_lines: bool = True) -> M:
+    """Validate YAML text into `model_cls`; raise ConfigError naming source(:line) and the key.
+
+    `with_lines=False` when the text is not the file the user wrote (recipes after `--set`), where a
+    line number would point at the wrong place.
+    """
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text) or {}
@@ -78,7 +82,7 @@ def parse_yaml_model(text: str, model_cls: type[M], source: str) -> M:
         for err in exc.errors():
             loc = tuple(err["loc"])
             node = _node_at(root, loc)
-            line = f":{node.start_mark.line + 1}" if node is not None else ""
+            line = f":{node.start_mark.line + 1}" if node is not None and with_lines else ""
             key = ".".join(str(p) for p in loc) or "<root>"
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             lines.append(f"{source}{line}: {key}: {msg}{_hint(model_cls, loc, err['type'])}")
@@ -135,4 +139,5 @@ def load_recipe(path: str | Path, model_cls: type[M], overrides: list[str] = ())
     if not overrides:
         return parse_yaml_model(text, model_cls, str(path))
     data = apply_overrides(yaml.safe_load(text) or {}, list(overrides))
-    return parse_yaml_model(yaml.safe_dump(data, sort_keys=False), model_cls, f"{path} (with --set)")
+    return parse_yaml_model(yaml.safe_dump(data, sort_keys=False), model_cls, f"{path} (with --set)",
+                            with_lines=False)

@@ -134,8 +134,8 @@ ID_COLUMNS = (("uf_prompts", "prompt_id"), ("uf_plan", "completion_id"),
 def assert_no_duplicate_ids(wh: Warehouse) -> None:
     views = {r["view_name"] for r in wh.query("SELECT view_name FROM duckdb_views()")}
     for table, key in ID_COLUMNS:
-        if table in views:
-            assert one(wh, f"SELECT count(*) - count(DISTINCT {key}) FROM {table}") == 0, table
+        assert table in views, table
+        assert one(wh, f"SELECT count(*) - count(DISTINCT {key}) FROM {table}") == 0, table
 
 
 def assert_summary_matches_warehouse(wh: Warehouse, summary: dict) -> None:

@@ -106,8 +106,6 @@ def test_all_failing_reasons_are_kept_first_is_primary():
 
 
 def test_dialogue_without_a_complete_round_is_rejected_with_its_own_reason():
-    from tasks.core.ultrachat.export import raw_rows
-
     d = DialogueRecord(dialogue_id="z", opening_id="oz", sector="writing", target_rounds=3,
                        rounds=0, stop_reason="refusal", stop_role="assistant",
                        messages=[{"role": "user", "content": "Write a haiku about rain."}],
@@ -118,4 +116,3 @@ def test_dialogue_without_a_complete_round_is_rejected_with_its_own_reason():
         assert (rej.dialogue_id, rej.reason, rej.reasons) == ("z", "no_complete_round",
                                                              ["no_complete_round"])
         assert rej.detail == "first assistant reply failed: refusal"
-        assert all(row["data"] for row in raw_rows(kept))

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from tasks.core.pool import max_tokens_of, merge_sampling
 from tasks.core.tokens import estimate_prompt_tokens
 from tasks.core.ultrafeedback.intake import PromptRecord
 from tasks.core.ultrafeedback.judge import (
@@ -31,10 +32,6 @@ from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe
 ASSUMED_RESPONSE_TOKENS = 300
 
 Cost = Callable[[str, int, int], float]  # (pool model, input tokens, output tokens) → USD
-
-
-def _max_tokens(params: dict[str, Any], default: int) -> int:
-    return int(params.get("max_tokens") or params.get("max_completion_tokens") or default)
 
 
 def estimate_run(recipe: UltraFeedbackRecipe, prompts: list[PromptRecord], plan: list[PlanItem],
@@ -55,9 +52,9 @@ def estimate_run(recipe: UltraFeedbackRecipe, prompts: list[PromptRecord], plan:
     filler = "x" * (ASSUMED_RESPONSE_TOKENS * 4)
     by_prompt: dict[str, list[PlanItem]] = defaultdict(list)
     for it in plan:
-        params = {**sampling.get(it.model, {}), **it.params}
+        params = merge_sampling(sampling.get(it.model, {}), it.params)
         add("generation", it.model, estimate_prompt_tokens(list(it.messages)),
-            min(ASSUMED_RESPONSE_TOKENS, _max_tokens(params, ASSUMED_RESPONSE_TOKENS)))
+            min(ASSUMED_RESPONSE_TOKENS, max_tokens_of(params, ASSUMED_RESPONSE_TOKENS)))
         by_prompt[it.prompt_id].append(it)
     ann, crit = recipe.annotation, recipe.critique
     for p in prompts:
@@ -67,16 +64,16 @@ def estimate_run(recipe: UltraFeedbackRecipe, prompts: list[PromptRecord], plan:
         fake = [(it.completion_id, filler) for it in items]
         for aspect in ann.aspects:
             job = annotation_job(recipe.seed, ann, aspect, p, fake)
-            params = {**sampling.get(ann.judge_model, {}), **ann.params}
+            params = merge_sampling(sampling.get(ann.judge_model, {}), ann.params)
             add("annotation", ann.judge_model, estimate_prompt_tokens(list(job.messages)),
-                _max_tokens(params, 500))
+                max_tokens_of(params, 500))
         if crit.enabled:
-            params = {**sampling.get(crit.judge_model, {}), **crit.params}
+            params = merge_sampling(sampling.get(crit.judge_model, {}), crit.params)
             for it in items:
                 job = critique_job(crit, p, it.completion_id, it.principle,
                                    it.custom_system_prompt, filler)
                 add("critique", crit.judge_model, estimate_prompt_tokens(list(job.messages)),
-                    _max_tokens(params, 1024))
+                    max_tokens_of(params, 1024))
     out = []
     for (stage, model), (n, tin, tout) in sorted(rows.items()):
         out.append({"stage": stage, "model": model, "requests": n, "input_tokens": tin,
