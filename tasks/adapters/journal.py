@@ -45,10 +45,6 @@ class Journal:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM responses").fetchone()[0]
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
 
 _OPEN: dict[Path, Journal] = {}
 _OPEN_LOCK = threading.Lock()

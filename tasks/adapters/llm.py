@@ -247,9 +247,9 @@ def load_pool(settings: Settings) -> PoolConfig:
 
 
 @asynccontextmanager
-async def open_gateway(settings: Settings, pool: PoolConfig | None = None) -> AsyncIterator[Gateway]:
-    """A Gateway over `pool` (default: settings' pool) journaling to settings' journal dir."""
-    pool = pool or load_pool(settings)
+async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    """A Gateway over the settings' pool, journaling to the settings' journal dir."""
+    pool = load_pool(settings)
     gateway = Gateway(pool, journal_at(settings.journal), resolve_api_keys(pool))
     try:
         yield gateway

@@ -10,7 +10,7 @@ API:
     Warehouse(path, lake, read_only=False), Warehouse.from_settings(settings)   context manager
     refresh_views(tables) -> list[str]      one view per lake table that has shards
     query(sql, params=None) -> list[dict], query_arrow(sql, params=None) -> pyarrow.Table
-    execute(sql, params=None), write_table(name, arrow_table), close()
+    execute(sql, params=None), close()
 
 A view globs the lake on every statement, so shards landed after `refresh_views` are included;
 call it again only for tables that had no shards before. DuckDB allows one read-write process
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 class Warehouse:
-    """A DuckDB connection with the lake's tables as views and small warehouse-only tables."""
+    """A DuckDB connection with the lake's tables as views."""
 
     def __init__(self, path: Path, lake: Lake, *, read_only: bool = False):
         self.path = Path(path)
@@ -103,15 +103,6 @@ class Warehouse:
     def execute(self, sql: str, params: Any = None) -> None:
         """Run a statement that returns nothing of interest (DDL, COPY, INSERT)."""
         self._run(sql, params)
-
-    def write_table(self, name: str, table: pa.Table) -> None:
-        """Create or replace warehouse table `name` from an Arrow table (for small tables)."""
-        self.con.register("_ultraforge_incoming", table)
-        try:
-            self._run(f"CREATE OR REPLACE TABLE {_ident(name)} AS "
-                      "SELECT * FROM _ultraforge_incoming", None)
-        finally:
-            self.con.unregister("_ultraforge_incoming")
 
     def _run(self, sql: str, params: Any) -> duckdb.DuckDBPyConnection:
         self._forget_listings()

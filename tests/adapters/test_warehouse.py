@@ -106,11 +106,11 @@ def test_view_of_a_table_whose_shards_vanished_is_dropped(any_settings, lake):
         assert wh.query("SELECT view_name FROM duckdb_views() WHERE NOT internal") == []
 
 
-def test_write_table_execute_and_params(local_settings):
+def test_execute_and_params(local_settings):
     with Warehouse.from_settings(local_settings) as wh:
-        wh.write_table("runs", pa.table({"run": ["r1", "r2"], "n": [1, 5]}))
-        wh.write_table("runs", pa.table({"run": ["r1", "r2", "r3"], "n": [1, 5, 9]}))  # replaces
-        wh.execute("INSERT INTO runs VALUES (?, ?)", ["r4", 12])
+        wh.execute("CREATE TABLE runs (run VARCHAR, n INTEGER)")
+        for run, n in [("r1", 1), ("r2", 5), ("r3", 9), ("r4", 12)]:
+            wh.execute("INSERT INTO runs VALUES (?, ?)", [run, n])
 
         assert wh.query("SELECT run FROM runs WHERE n > $min ORDER BY run", {"min": 4}) == [
             {"run": "r2"}, {"run": "r3"}, {"run": "r4"}]
