@@ -25,6 +25,7 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
+from tasks.adapters import metrics
 from tasks.adapters.errors import FatalAPIError, RejectedRequestError, RetryableAPIError
 from tasks.adapters.journal import Journal, journal_at
 from tasks.adapters.ratelimit import Limiter, limiter_for
@@ -92,9 +93,8 @@ class Gateway:
         api_model = self.pool.api_model(request.model)
         params = merge_sampling(spec.sampling, request.params)
         key = request.key(api_model, params)
-        stats = self._usage[request.model]
         if self.journal is not None and (hit := self.journal.get(key)) is not None:
-            stats["from_journal"] += 1
+            self._count(request.model, spec.endpoint, "journal")
             return hit.model_copy(update={"from_journal": True})
         endpoint = self.pool.endpoints[spec.endpoint]
         limiter = limiter_for(endpoint.base_url, api_model, self.pool.limits(request.model),
@@ -111,20 +111,34 @@ class Gateway:
                     await self._send(spec.endpoint, endpoint, limiter, api_model,
                                      list(request.messages), params, result)
         except RetryableAPIError as exc:
-            stats["failed"] += 1
+            self._count(request.model, spec.endpoint, "failed")
             return result.model_copy(update={"error": f"gave up after {result.attempts} "
                                                       f"attempts: {exc}"})
         except RejectedRequestError as exc:
-            stats["failed"] += 1
+            self._count(request.model, spec.endpoint, "rejected")
             return result.model_copy(update={"error": f"rejected: {exc}"})
-        stats["requests"] += 1
-        stats["prompt_tokens"] += result.usage.prompt_tokens
-        stats["completion_tokens"] += result.usage.completion_tokens
-        stats["cost_usd"] += self.pool.cost(request.model, result.usage.prompt_tokens,
-                                            result.usage.completion_tokens)
+        self._count(request.model, spec.endpoint, "paid", result)
         if self.journal is not None:
             self.journal.put(result)
         return result
+
+    def _count(self, model: str, endpoint: str, outcome: str, paid: ChatResult | None = None) -> None:
+        """One request's outcome, into this gateway's usage and the process-wide metrics."""
+        metrics.CALLS.labels(model, endpoint, outcome).inc()
+        stats = self._usage[model]
+        if paid is None:
+            stats["from_journal" if outcome == "journal" else "failed"] += 1
+            return
+        pt, ct = paid.usage.prompt_tokens, paid.usage.completion_tokens
+        cost = self.pool.cost(model, pt, ct)
+        stats["requests"] += 1
+        stats["prompt_tokens"] += pt
+        stats["completion_tokens"] += ct
+        stats["cost_usd"] += cost
+        metrics.TOKENS.labels(model, "prompt").inc(pt)
+        metrics.TOKENS.labels(model, "completion").inc(ct)
+        metrics.COST.labels(model).inc(cost)
+        metrics.LATENCY.labels(model).observe(paid.latency_s)
 
     async def complete_all(self, requests: Iterable[ChatRequest]) -> list[ChatResult]:
         """All requests concurrently, results in input order; a fatal error cancels the rest."""

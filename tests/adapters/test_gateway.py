@@ -13,6 +13,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tasks.adapters.errors import ConfigError, FatalAPIError
 from tasks.adapters.journal import Journal
@@ -66,7 +67,14 @@ def test_completes_everything_through_limits_and_faults(make_simulator, tmp_path
     assert usage["cost_usd"] == pytest.approx(expected, rel=1e-6)
 
 
-def test_journal_hits_are_not_sent_again(simulator, tmp_path):
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_journal_hits_are_not_sent_again_and_metrics_tell_paid_from_replayed(simulator, tmp_path):
+    paid0 = metric("ultraforge_llm_calls_total", model="m", endpoint="sim", outcome="paid")
+    replay0 = metric("ultraforge_llm_calls_total", model="m", endpoint="sim", outcome="journal")
+    tokens0 = metric("ultraforge_llm_tokens_total", model="m", kind="completion")
     journal = Journal(tmp_path / "j")
     first = run(Gateway(make_pool(simulator.base_url), journal, {}), requests(20))
     again = Gateway(make_pool(simulator.base_url), journal, {})
@@ -75,6 +83,11 @@ def test_journal_hits_are_not_sent_again(simulator, tmp_path):
     assert all(r.from_journal for r in second)
     assert [r.text for r in first] == [r.text for r in second]
     assert again.usage()[0]["from_journal"] == 20 and again.usage()[0]["requests"] == 0
+    assert metric("ultraforge_llm_calls_total", model="m", endpoint="sim", outcome="paid") == paid0 + 20
+    assert metric("ultraforge_llm_calls_total", model="m", endpoint="sim",
+                  outcome="journal") == replay0 + 20
+    assert metric("ultraforge_llm_tokens_total", model="m", kind="completion") == tokens0 + sum(
+        r.usage.completion_tokens for r in first)
 
 
 def test_headers_correct_a_wrong_configured_limit(make_simulator, tmp_path):
