@@ -87,7 +87,8 @@ def sector_inputs(recipe: UltraChatRecipe, sector: Sector) -> dict[str, Any]:
 def openings_key(recipe: UltraChatRecipe, sector: Sector, inputs: dict[str, Any]) -> str:
     """Content key of a sector's openings: every recipe knob, model and input that shapes them."""
     return content_key(
-        "ultrachat/openings", sector, recipe.seed, recipe.oversample,
+        "ultrachat/openings", sector, recipe.seed,
+        recipe.oversample if sector == "world" else None,  # only the world sector oversamples
         recipe.sector(sector).model_dump(mode="json"), recipe.models.opening_generator,
         recipe.params.opening_generator, recipe.dedup.model_dump(),
         {k: [v.model_dump() if hasattr(v, "model_dump") else v for v in vs]

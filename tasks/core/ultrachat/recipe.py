@@ -138,7 +138,8 @@ class UltraChatRecipe(Strict):
     name: str = Field(default="ultrachat", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     oversample: float = Field(
-        default=1.5, ge=1, description="Candidate openings generated per selected one (dedup slack).")
+        default=1.5, ge=1, description="World sector: candidate questions generated per selected "
+        "one (dedup slack); the other sectors' candidate counts follow from their inputs.")
     models: Models = Field(default_factory=Models)
     params: Params = Field(default_factory=Params)
     sectors: Sectors = Field(default_factory=Sectors)
