@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -43,12 +44,24 @@ def run() -> None:
     """Run one flow of the factory."""
 
 
+def recipe_options(flow: str, example: str, dry_run_help: str) -> Callable:
+    """The options every `run` command takes: --recipe, repeatable --set, --dry-run."""
+    def decorate(command: Callable) -> Callable:
+        for option in reversed((
+            click.option("--recipe", type=click.Path(dir_okay=False), default=None,
+                         help=f"Recipe YAML (default: flows/recipes/{flow}.yaml)."),
+            click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                         help=f"Override a recipe value, e.g. {example}."),
+            click.option("--dry-run", is_flag=True, help=dry_run_help),
+        )):
+            command = option(command)
+        return command
+    return decorate
+
+
 @run.command("ultrachat")
-@click.option("--recipe", type=click.Path(dir_okay=False), default=None,
-              help="Recipe YAML (default: flows/recipes/ultrachat.yaml).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe value, e.g. sectors.world.dialogues=500.")
-@click.option("--dry-run", is_flag=True, help="Print the resolved recipe and planned counts.")
+@recipe_options("ultrachat", "sectors.world.dialogues=500",
+                "Print the resolved recipe and planned counts.")
 def run_ultrachat(recipe: str | None, overrides: tuple[str, ...], dry_run: bool) -> None:
     """UltraChat: openings in three sectors → user-simulator ⇄ assistant dialogues → export."""
     import json
@@ -61,11 +74,8 @@ def run_ultrachat(recipe: str | None, overrides: tuple[str, ...], dry_run: bool)
 
 
 @run.command("ultrafeedback")
-@click.option("--recipe", type=click.Path(dir_okay=False), default=None,
-              help="Recipe YAML (default: flows/recipes/ultrafeedback.yaml).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe value, e.g. plan.n_models=2.")
-@click.option("--dry-run", is_flag=True, help="Print planned counts and estimated tokens/cost.")
+@recipe_options("ultrafeedback", "plan.n_models=2",
+                "Print planned counts, landed vs new calls, and estimated tokens/cost.")
 def run_ultrafeedback(recipe: str | None, overrides: tuple[str, ...], dry_run: bool) -> None:
     """UltraFeedback: prompts → 4 of N models → judge + critique → lake → raw export."""
     import json
