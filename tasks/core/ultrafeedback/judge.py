@@ -77,50 +77,53 @@ def with_reask(messages: tuple[dict[str, Any], ...], attempt: int,
     return (*messages[:-1], last)
 
 
-class AnnotationJob(BaseModel):
-    """One (prompt, aspect) rating call over all of the prompt's completions."""
+class JudgeJob(BaseModel):
+    """A judge call and its re-asks: same messages, a format reminder and a new sample index."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    annotation_id: str
     prompt_id: str
-    aspect: str
-    completion_ids: list[str]
-    order: list[int]
     messages: tuple[dict[str, Any], ...]
     judge_model: str
     params: dict[str, Any]
+
+    @property
+    def n_texts(self) -> int | None:
+        """How many texts the reply must cover (for the re-ask reminder); None for one text."""
+        return None
+
+    def request(self, attempt: int) -> ChatRequest:
+        """The paid call of attempt `attempt` (0 = first ask, then re-asks)."""
+        return ChatRequest(model=self.judge_model, params=self.params, sample_index=attempt,
+                           messages=with_reask(self.messages, attempt, self.n_texts))
+
+
+class AnnotationJob(JudgeJob):
+    """One (prompt, aspect) rating call over all of the prompt's completions."""
+
+    annotation_id: str
+    aspect: str
+    completion_ids: list[str]
+    order: list[int]
 
     @property
     def job_id(self) -> str:
         return self.annotation_id
 
-    def request(self, attempt: int) -> ChatRequest:
-        """The paid call of attempt `attempt` (0 = first ask, then re-asks)."""
-        return ChatRequest(model=self.judge_model, params=self.params, sample_index=attempt,
-                           messages=with_reask(self.messages, attempt, len(self.order)))
+    @property
+    def n_texts(self) -> int:
+        return len(self.order)
 
 
-class CritiqueJob(BaseModel):
+class CritiqueJob(JudgeJob):
     """One critique call for one completion."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     critique_id: str
     completion_id: str
-    prompt_id: str
-    messages: tuple[dict[str, Any], ...]
-    judge_model: str
-    params: dict[str, Any]
 
     @property
     def job_id(self) -> str:
         return self.critique_id
-
-    def request(self, attempt: int) -> ChatRequest:
-        """The paid call of attempt `attempt` (0 = first ask, then re-asks)."""
-        return ChatRequest(model=self.judge_model, params=self.params, sample_index=attempt,
-                           messages=with_reask(self.messages, attempt, None))
 
 
 def annotation_job(seed: int, spec: JudgeSpec, aspect: str, prompt: PromptRecord,
