@@ -42,6 +42,8 @@ class Limits(_Strict):
         default=None, gt=0, description="Total billed tokens before every request gets insufficient_quota."
     )
     ratelimit_headers: bool = True
+    degenerate_headers: bool = Field(
+        default=False, description="Azure-style quirk: x-ratelimit-* present but -1/0 values.")
     retry_after: bool = True
     retry_after_ms: bool = True
 

@@ -133,7 +133,10 @@ class RateLimiter:
             return {}
         out = {}
         for name, bucket in (("requests", requests), ("tokens", tokens)):
-            if bucket is not None:
+            if bucket is not None and self.limits.degenerate_headers:
+                out.update({f"x-ratelimit-limit-{name}": "-1", f"x-ratelimit-remaining-{name}": "0",
+                            f"x-ratelimit-reset-{name}": "0s"})
+            elif bucket is not None:
                 out[f"x-ratelimit-limit-{name}"] = str(bucket.limit)
                 out[f"x-ratelimit-remaining-{name}"] = str(bucket.remaining())
                 out[f"x-ratelimit-reset-{name}"] = go_duration(bucket.reset())

@@ -211,3 +211,19 @@ def test_journal_survives_sigkill_and_no_paid_call_repeats(make_simulator, tmp_p
     # every request paid once, plus at most the ones in flight when the process died
     assert stats["ok_repeats"] <= concurrency
     assert stats["by_outcome"]["ok"] == n + stats["ok_repeats"]
+
+
+@pytest.mark.parametrize("configured", [{"rpm": 1200}, {}])
+def test_degenerate_azure_style_headers_do_not_stall_or_mislead_the_gateway(make_simulator, tmp_path,
+                                                                           configured):
+    """-1/0 header values and no retry-after: configured limits still pace; without them AIMD does."""
+    sim = make_simulator("tier3", overrides={**FAST, "limits.rpm": 1200, "limits.degenerate_headers": True,
+                                             "limits.retry_after": False, "limits.retry_after_ms": False})
+    pool = make_pool(sim.base_url, **configured)
+    gateway = Gateway(pool, Journal(tmp_path / "j"), {})
+    t0 = time.monotonic()
+    results = run(gateway, requests(60))
+    assert all(r.ok for r in results) and time.monotonic() - t0 < 30
+    limiter = limiter_for(pool.endpoints["sim"].base_url, "m", pool.limits("m"))
+    assert limiter.paused_until < time.monotonic()  # "remaining 0, reset 0s" never paused it
+    assert limiter.adaptive == (not configured)  # -1 limits were not taken as real limits
