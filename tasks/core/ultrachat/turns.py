@@ -26,10 +26,9 @@ _LEADING_META = re.compile(
 _LATER_LABEL = re.compile(rf"\n\s*[\[(*_]*\s*{_ROLE}\s*[\])*_]*\s*:", re.I)
 _QUOTES = (('"', '"'), ("“", "”"), ("'", "'"), ("«", "»"))
 
-ROLE_LABEL_AT_LINE_START = re.compile(
-    r"(?m)^\s*[\[(*_#]*\s*(?:user|human|assistant|ai assistant|system)\s*[\])*_]*\s*:", re.I)
-ROLE_LABEL_AT_START = re.compile(
-    r"^\s*[\[(*_#]*\s*(?:user|human|assistant|ai assistant|system)\s*[\])*_]*\s*:", re.I)
+_ROLE_LABEL = r"^\s*[\[(*_#]*\s*(?:user|human|assistant|ai assistant|system)\s*[\])*_]*\s*:"
+ROLE_LABEL_AT_START = re.compile(_ROLE_LABEL, re.I)
+ROLE_LABEL_AT_LINE_START = re.compile(_ROLE_LABEL, re.I | re.M)
 META_PHRASE = re.compile(
     r"(?:\bas the (?:human )?user,? (?:i|i'd|i'll|i would|i will|i might|my)\b"
     r"|\b(?:i'm|i am) (?:playing|role-?playing|acting as|simulating) (?:the|a) (?:human )?user\b"
