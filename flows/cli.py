@@ -85,11 +85,12 @@ def run_ultrafeedback(recipe: str | None, overrides: tuple[str, ...], dry_run: b
 
     params = UltraFeedbackParams(**({"recipe": recipe} if recipe else {}), overrides=list(overrides))
     resolve_recipe(params)  # a config error is one line here, not a failed flow run
-    out = estimate(params) if dry_run else ultrafeedback(params)
-    click.echo(json.dumps(out, indent=2, default=str))
-    counts = out["counts"]
-    if not dry_run and any(counts[k] for k in ("failed_completions", "annotation_calls_failed",
-                                               "critique_calls_failed")):
+    if dry_run:
+        click.echo(json.dumps(estimate(params), indent=2, default=str))
+        return
+    out = ultrafeedback(params)
+    click.echo(out.model_dump_json(indent=2))
+    if out.counts.partial:
         sys.exit(2)  # partial: some calls failed for good (counts printed above); rerun retries
 
 
@@ -117,18 +118,18 @@ def demo(preset: str, seed: int) -> None:
 
     out = run_demo(preset=preset, seed=seed)
     uf, uc, sim = out["ultrafeedback"], out["ultrachat"], out["simulator"]
-    ufc = uf["counts"]
-    cost = sum(row["cost_usd"] for row in uf["usage"]) + sum(
+    ufc = uf.counts
+    cost = sum(row.cost_usd for row in uf.usage) + sum(
         row["cost_usd"] for row in uc["tables"]["usage-by-role"])
     click.echo(f"""
 ultraforge demo finished
   lake        {out['lake']}
   warehouse   {out['warehouse']}   (DuckDB: views over the lake)
   journal     {out['journal']}   (rerun the demo: nothing is paid twice)
-  ultrafeedback  {ufc['exported_prompts']} prompts, {ufc['exported_completions']} completions, \
-{ufc['aspect_ratings_parsed']}/{ufc['aspect_ratings']} aspect ratings parsed
-    {uf['jsonl']}
-    {uf['parquet']}
+  ultrafeedback  {ufc.exported_prompts} prompts, {ufc.exported_completions} completions, \
+{ufc.aspect_ratings_parsed}/{ufc.aspect_ratings} aspect ratings parsed
+    {uf.jsonl}
+    {uf.parquet}
   ultrachat      {uc['exported']} dialogues kept of {uc['dialogues']} ({uc['rejected']} rejected)
     {uc['exports']['raw_jsonl']}
     {uc['exports']['messages_parquet']}

@@ -18,15 +18,14 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from flows.waves import in_waves
 from tasks.adapters.errors import ConfigError
-from tasks.adapters.lake import Lake
-from tasks.adapters.llm import load_pool
-from tasks.adapters.settings import RECIPES_DIR, Settings
+from tasks.adapters.resources import current, run
+from tasks.adapters.settings import RECIPES_DIR
 from tasks.core.ultrachat import summary as sm
 from tasks.core.ultrachat.dialogue import shard_plan
 from tasks.core.ultrachat.recipe import UltraChatRecipe, check_against_pool, load_ultrachat_recipe
 from tasks.reporting import markdown_table, publish_summary, write_manifest
+from tasks.shards import run_shards
 from tasks.ultrachat import export_dialogues, filter_dialogues, run_dialogue_shard
 from tasks.ultrachat_openings import dry_run_plan, make_openings
 
@@ -42,7 +41,7 @@ class UltraChatParams(BaseModel):
     def load(self) -> UltraChatRecipe:
         """The validated recipe, its models checked against the pool before anything is paid."""
         recipe = load_ultrachat_recipe(self.recipe, self.overrides)
-        problems = check_against_pool(recipe, set(load_pool(Settings()).models))
+        problems = check_against_pool(recipe, set(current().pool.models))
         if problems:
             raise ConfigError(f"{self.recipe}: " + "; ".join(problems))
         return recipe
@@ -58,21 +57,23 @@ def plan(params: UltraChatParams) -> dict[str, Any]:
 def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any]:
     """Make UltraChat-style dialogues for the recipe; return counts and export paths."""
     params = params or UltraChatParams()
+    res = current().new_run()
     recipe = params.load()
+    run(res.gateway.preflight(recipe.models.model_dump().values()))
     openings = [f.result() for f in [make_openings.submit(recipe, n) for n, _ in recipe.enabled()]]
     jobs = shard_plan([(o["key"], o["selected"]) for o in openings], recipe.dialogue.shard_size)
 
     started = time.monotonic()
-    shards = in_waves([partial(run_dialogue_shard.submit, recipe, *job) for job in jobs],
-                      recipe.dialogue.shard_concurrency, f"ultrachat {recipe.name} dialogues")
+    shards = run_shards([partial(run_dialogue_shard.submit, recipe, *job) for job in jobs],
+                        recipe.dialogue.shard_concurrency, f"ultrachat {recipe.name} dialogues")
     elapsed = time.monotonic() - started
 
-    keys = [s["key"] for s in shards]
+    keys = [s.key for s in shards]
     filtered = filter_dialogues(recipe, keys)
     exported = export_dialogues(recipe, filtered["key"], keys)
 
     counts, tables = sm.run_report(openings, shards, filtered, exported, elapsed)
     publish_summary(sm.artifact_key(recipe.name),
                     sm.run_markdown(recipe.name, counts, tables, markdown_table), tables)
-    manifest = write_manifest(Lake.from_settings(Settings()), "ultrachat", recipe, counts)
+    manifest = write_manifest(res, "ultrachat", recipe, counts)
     return {**counts, "exports": exported["paths"], "manifest": manifest, "tables": tables}

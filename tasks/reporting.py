@@ -24,9 +24,7 @@ from prefect.artifacts import (
 from prefect.context import FlowRunContext, TaskRunContext
 from pydantic import BaseModel
 
-from tasks.adapters.lake import Lake
-from tasks.adapters.llm import load_pool
-from tasks.adapters.settings import Settings
+from tasks.adapters.resources import Resources
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ultraforge", "prefect", "openai", "duckdb", "datasets", "s3fs", "pyarrow", "tenacity")
@@ -75,9 +73,9 @@ def _git_sha() -> str | None:
         return None
 
 
-def _models() -> dict[str, dict[str, str]]:
+def _models(res: Resources) -> dict[str, dict[str, str]]:
     """Model id → API model and endpoint URL, as configured for this run (never keys)."""
-    pool = load_pool(Settings())
+    pool = res.pool
     return {name: {"api_model": pool.api_model(name), "endpoint": spec.endpoint,
                    "base_url": pool.endpoints[spec.endpoint].base_url}
             for name, spec in sorted(pool.models.items())}
@@ -93,7 +91,7 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def write_manifest(lake: Lake, flow: str, recipe: BaseModel, counts: dict[str, Any]) -> str:
+def write_manifest(res: Resources, flow: str, recipe: BaseModel, counts: dict[str, Any]) -> str:
     """Write runs/<flow>/<run id>/manifest.json: resolved recipe, models and endpoints, versions,
     git sha, counts."""
     now = datetime.now(UTC)
@@ -106,11 +104,11 @@ def write_manifest(lake: Lake, flow: str, recipe: BaseModel, counts: dict[str, A
         "python": platform.python_version(),
         "packages": _versions(),
         "recipe": recipe.model_dump(mode="json"),
-        "models": _models(),
+        "models": _models(res),
         "counts": counts,
     }
     data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8")
-    return lake.write_bytes(f"runs/{flow}/{run_id}/manifest.json", data)
+    return res.lake.write_bytes(f"runs/{flow}/{run_id}/manifest.json", data)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

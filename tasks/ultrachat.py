@@ -2,26 +2,26 @@
 
 Each task lands immutable lake shards (tasks/core/ultrachat/tables.py) named by a content key of
 everything that determines them, checks for its shard before doing anything, and returns a small
-summary. Paid calls go through the gateway, whose journal makes a rerun replay every finished turn
-for free, so a run killed at any moment reruns to the same data. The openings task is in
-tasks/ultrachat_openings.py.
+summary. Dialogue shards run on the shard engine (tasks/shards.py): a lease on the shard key,
+the run's gateway on the process's event loop, a ShardSummary back. Paid calls go through the
+gateway, whose journal makes a rerun replay every finished turn for free, so a run killed at any
+moment reruns to the same data. The openings task is in tasks/ultrachat_openings.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from prefect import task
 
 from tasks.adapters.errors import UltraforgeError
 from tasks.adapters.lake import Lake, parquet_bytes
-from tasks.adapters.llm import Gateway, load_pool, open_gateway
-from tasks.adapters.settings import Settings
-from tasks.adapters.warehouse import Warehouse
+from tasks.adapters.llm import Gateway
+from tasks.adapters.resources import Resources, current, run
 from tasks.core.chat import ChatResult
 from tasks.core.ids import content_key, to_jsonl
+from tasks.core.shards import ShardSummary
 from tasks.core.ultrachat import export as ex
 from tasks.core.ultrachat import openings as op
 from tasks.core.ultrachat import summary as sm
@@ -43,16 +43,8 @@ from tasks.core.ultrachat.tables import (
     TABLES,
     USAGE_SCHEMA,
 )
-from tasks.retry import SHARD_TASK
-
-R = TypeVar("R")
-
-
-async def with_gateway(settings: Settings, work: Callable[..., Awaitable[R]], *args: Any) -> R:
-    """`await work(gateway, *args)` on a gateway opened (and closed) for it."""
-    async with open_gateway(settings) as gw:
-        return await work(gw, *args)
-
+from tasks.core.usage import usage_of
+from tasks.shards import SHARD_TASK, claimed
 
 # -- dialogues -----------------------------------------------------------------------------------
 
@@ -90,37 +82,44 @@ async def grow_dialogues(gw: Gateway, states: list[DialogueState]) -> dict[str, 
     return sink
 
 
-@task(name="ultrachat-dialogues", **SHARD_TASK)
-def run_dialogue_shard(recipe: UltraChatRecipe, openings_key_: str, index: int) -> dict[str, Any]:
-    """Grow the dialogues of one slice of a sector's selected openings, all turns concurrently
-    across dialogues; land turns, usage and dialogues (in that order: dialogues mark done)."""
-    settings = Settings()
-    lake = Lake.from_settings(settings)
+async def _dialogue_shard(res: Resources, recipe: UltraChatRecipe, openings_key_: str,
+                          index: int) -> ShardSummary:
+    lake = res.lake
     key = dialogue_shard_key(recipe, openings_key_, index)
-    usage: list[dict] = []
-    if not lake.has_shard(T_DIALOGUES, key):
-        table = lake.read_shard(T_OPENINGS, openings_key_)
+    async with claimed(lake, key) as waited:
+        if lake.has_shard(T_DIALOGUES, key):
+            stops = lake.read_shard(T_DIALOGUES, key, ["stop_reason"]).num_rows
+            return ShardSummary(stage="dialogues", key=key, status="skipped", items=stops,
+                                waited_s=waited)
+        table = await asyncio.to_thread(lake.read_shard, T_OPENINGS, openings_key_)
         selected = sorted((op.Opening.from_row(r) for r in table.to_pylist()
                            if r["status"] == "selected"), key=lambda o: o.opening_id)
         size = recipe.dialogue.shard_size
         states = [DialogueState(recipe, o) for o in selected[index * size:(index + 1) * size]]
-        sink = asyncio.run(with_gateway(settings, grow_dialogues, states))
+        sink = await grow_dialogues(res.gateway, states)
         failed = [s for s in states if s.stop_reason == "request_failed"]
         if failed:
             raise UltraforgeError(
                 f"dialogue shard {key[:12]}: {len(failed)} dialogues hit a request that failed "
                 f"after retries (first: {failed[0].error}); nothing landed, rerun to resume")
-        cost = load_pool(settings).cost
-        usage = [u for role, results in sink.items() for u in sm.usage_of(role, results, cost)]
+        await asyncio.to_thread(res.journal.flush)
+        usage = [u for role, results in sink.items()
+                 for u in usage_of(role, results, res.pool.cost)]
         lake.write_shard(T_TURNS, key, [t.model_dump() | {"shard_key": key}
                                         for s in states for t in s.turns])
-        lake.write_shard(T_USAGE, f"dialogues-{key}",
-                         [u | {"shard_key": key, "stage": "dialogues"} for u in usage], USAGE_SCHEMA)
+        lake.write_shard(T_USAGE, f"dialogues-{key}", [sm.usage_row(u, key, "dialogues")
+                                                       for u in usage], USAGE_SCHEMA)
         lake.write_shard(T_DIALOGUES, key, [s.record() | {"shard_key": key} for s in states],
                          DIALOGUES_SCHEMA)
-    stops = lake.read_shard(T_DIALOGUES, key, ["stop_reason"]).column("stop_reason").to_pylist()
-    return {"key": key, "dialogues": len(stops), "usage": usage,
-            "requests": sum(u["requests"] for u in usage)}
+        return ShardSummary(stage="dialogues", key=key, status="done", items=len(states),
+                            rows=len(states), waited_s=waited, usage=usage)
+
+
+@task(name="ultrachat-dialogues", **SHARD_TASK)
+def run_dialogue_shard(recipe: UltraChatRecipe, openings_key_: str, index: int) -> ShardSummary:
+    """Grow the dialogues of one slice of a sector's selected openings, all turns concurrently
+    across dialogues; land turns, usage and dialogues (in that order: dialogues mark done)."""
+    return run(_dialogue_shard(current(), recipe, openings_key_, index))
 
 
 # -- filter, land, export ------------------------------------------------------------------------
@@ -134,7 +133,7 @@ def _dialogue_records(lake: Lake, keys: list[str]) -> list[DialogueRecord]:
 def filter_dialogues(recipe: UltraChatRecipe, dialogue_keys: list[str]) -> dict[str, Any]:
     """Apply the filters to every dialogue of the run; land rejects (with reasons) and the kept
     list with export ids. Returns the summary tables."""
-    lake = Lake.from_settings(Settings())
+    lake = current().lake
     key = content_key("ultrachat/filter", sorted(dialogue_keys), recipe.filters.model_dump(),
                       {n: s.rounds for n, s in recipe.enabled()})
     dialogues = _dialogue_records(lake, dialogue_keys)
@@ -155,8 +154,8 @@ def filter_dialogues(recipe: UltraChatRecipe, dialogue_keys: list[str]) -> dict[
 def export_dialogues(recipe: UltraChatRecipe, filter_key: str,
                      dialogue_keys: list[str]) -> dict[str, Any]:
     """Write the raw export (JSONL + Parquet) and the messages rows; refresh warehouse views."""
-    settings = Settings()
-    lake = Lake.from_settings(settings)
+    res = current()
+    lake = res.lake
     ids = set(lake.read_shard(T_KEPT, filter_key, ["dialogue_id"]).column(0).to_pylist())
     kept = [d for d in _dialogue_records(lake, dialogue_keys) if d.dialogue_id in ids]
     raw, msgs = ex.raw_rows(kept), ex.messages_rows(kept)
@@ -168,6 +167,6 @@ def export_dialogues(recipe: UltraChatRecipe, filter_key: str,
         "messages_parquet": lake.write_bytes(f"{base}/messages.parquet",
                                              parquet_bytes(msgs, MESSAGES_SCHEMA)),
     }
-    with Warehouse.from_settings(settings) as wh:
+    with res.warehouse() as wh:
         views = wh.refresh_views(TABLES)
     return {"count": len(raw), "paths": paths, "views": views}

@@ -8,16 +8,14 @@ makes a rerun replay every answered request for free.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 
 from tasks.adapters.errors import ConfigError, UltraforgeError
-from tasks.adapters.lake import Lake
-from tasks.adapters.llm import Gateway, load_pool
-from tasks.adapters.settings import Settings
+from tasks.adapters.llm import Gateway
+from tasks.adapters.resources import current, run
 from tasks.adapters.sources import RowError, read_records
 from tasks.core.chat import ChatResult
 from tasks.core.ids import content_key
@@ -26,9 +24,9 @@ from tasks.core.ultrachat import summary as sm
 from tasks.core.ultrachat.dedup import Duplicate, dedup
 from tasks.core.ultrachat.recipe import Sector, UltraChatRecipe
 from tasks.core.ultrachat.tables import OPENINGS_SCHEMA, T_OPENINGS, T_USAGE, USAGE_SCHEMA
+from tasks.core.usage import UsageRow, usage_of
 from tasks.core.yamlconf import load_yaml_model
-from tasks.retry import SHARD_TASK
-from tasks.ultrachat import with_gateway
+from tasks.shards import SHARD_TASK
 
 # -- inputs (data files written by us or given by the user) --------------------------------------
 
@@ -191,16 +189,17 @@ async def opening_rows(gw: Gateway, recipe: UltraChatRecipe, sector: Sector,
 @task(name="ultrachat-openings", **SHARD_TASK)
 def make_openings(recipe: UltraChatRecipe, sector: Sector) -> dict[str, Any]:
     """Generate, deduplicate and select one sector's openings; land them (idempotent)."""
-    settings = Settings()
-    lake = Lake.from_settings(settings)
+    res = current()
+    lake = res.lake
     inputs = sector_inputs(recipe, sector)
     key = openings_key(recipe, sector, inputs)
-    usage: list[dict] = []
+    usage: list[UsageRow] = []
     if not lake.has_shard(T_OPENINGS, key):
-        rows, results = asyncio.run(with_gateway(settings, opening_rows, recipe, sector, inputs))
-        usage = sm.usage_of("opening_generator", results, load_pool(settings).cost)
+        rows, results = run(opening_rows(res.gateway, recipe, sector, inputs))
+        res.journal.flush()
+        usage = usage_of("opening_generator", results, res.pool.cost)
         lake.write_shard(T_USAGE, f"openings-{key}",
-                         [u | {"shard_key": key, "stage": "openings"} for u in usage], USAGE_SCHEMA)
+                         [sm.usage_row(u, key, "openings") for u in usage], USAGE_SCHEMA)
         lake.write_shard(T_OPENINGS, key, [r | {"shard_key": key} for r in rows], OPENINGS_SCHEMA)
     statuses = lake.read_shard(T_OPENINGS, key, ["status"]).column("status").to_pylist()
     selected = statuses.count("selected")

@@ -7,7 +7,14 @@ headers, adaptive concurrency where no headers come, `retry-after` honoured. Ret
 jittered exponential backoff; fatal ones (quota, request too large, any other 4xx) raise
 FatalAPIError naming the endpoint; a request the endpoint rejects on its own merits (context
 length, content filter) comes back as a ChatResult with `error` set. Every success is journaled
-before it is returned, and a request whose content key is journaled is never sent again.
+before it is used (the journal commits in batches, see journal.py), and a request whose content
+key is journaled is never sent again; `complete_all` looks a whole batch up in one query.
+
+One Gateway serves a whole run in one process: every shard's requests go through it on one event
+loop (tasks/shards.py), over one long-lived HTTP client per endpoint. The first fatal error stops
+everything at once: the calls in flight in every shard are cancelled and raise that error, and
+no later call is sent (docs/engine.md#fatal-errors). `preflight` checks every endpoint a run will
+use before anything is paid.
 """
 
 from __future__ import annotations
@@ -17,8 +24,7 @@ import hashlib
 import re
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import openai
@@ -27,7 +33,7 @@ from tenacity.wait import wait_random_exponential
 
 from tasks.adapters import metrics
 from tasks.adapters.errors import FatalAPIError, RejectedRequestError, RetryableAPIError
-from tasks.adapters.journal import Journal, journal_at
+from tasks.adapters.journal import Journal
 from tasks.adapters.ratelimit import Limiter, limiter_for
 from tasks.adapters.settings import Settings, secret_from_env
 from tasks.core.chat import ChatRequest, ChatResult, Usage
@@ -83,19 +89,57 @@ class Gateway:
                           for name, key in api_keys.items() if key}
         self._clients: dict[str, openai.AsyncOpenAI] = {}
         self._usage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self._in_flight: set[asyncio.Task] = set()
+        self.fatal: FatalAPIError | None = None
 
     # -- public -------------------------------------------------------------------------------
     async def complete(self, request: ChatRequest) -> ChatResult:
         """One request: from the journal if paid before, else sent (with retries) and journaled."""
+        return (await self.complete_all([request]))[0]
+
+    def _resolve(self, request: ChatRequest) -> tuple[str, dict[str, Any], str]:
+        """(api model, resolved sampling params, content key) of a request."""
         spec = self.pool.models.get(request.model)
         if spec is None:
             raise FatalAPIError("?", f"model {request.model!r} is not in the pool")
         api_model = self.pool.api_model(request.model)
         params = merge_sampling(spec.sampling, request.params)
-        key = request.key(api_model, params)
-        if self.journal is not None and (hit := self.journal.get(key)) is not None:
+        return api_model, params, request.key(api_model, params)
+
+    async def _complete(self, request: ChatRequest, api_model: str, params: dict[str, Any],
+                        key: str, hit: ChatResult | None) -> ChatResult:
+        spec = self.pool.models[request.model]
+        if hit is not None:
             self._count(request.model, spec.endpoint, "journal")
             return hit.model_copy(update={"from_journal": True})
+        if self.fatal is not None:
+            raise self.fatal
+        task = asyncio.current_task()
+        self._in_flight.add(task)
+        try:
+            return await self._send_with_retries(request, api_model, params, key)
+        except FatalAPIError as exc:
+            self._abort(exc)
+            raise
+        except asyncio.CancelledError:
+            if self.fatal is not None:  # cancelled by another call's fatal error: report that
+                raise self.fatal from None
+            raise
+        finally:
+            self._in_flight.discard(task)
+
+    def _abort(self, exc: FatalAPIError) -> None:
+        """Stop paying: remember the error and cancel every call in flight (in every shard)."""
+        if self.fatal is None:
+            self.fatal = exc
+        current = asyncio.current_task()
+        for task in list(self._in_flight):
+            if task is not current:
+                task.cancel()
+
+    async def _send_with_retries(self, request: ChatRequest, api_model: str,
+                                 params: dict[str, Any], key: str) -> ChatResult:
+        spec = self.pool.models[request.model]
         endpoint = self.pool.endpoints[spec.endpoint]
         limiter = limiter_for(endpoint.base_url, api_model, self.pool.limits(request.model),
                               self._accounts.get(spec.endpoint, ""))
@@ -112,8 +156,8 @@ class Gateway:
                                      list(request.messages), params, result)
         except RetryableAPIError as exc:
             self._count(request.model, spec.endpoint, "failed")
-            return result.model_copy(update={"error": f"gave up after {result.attempts} "
-                                                      f"attempts: {exc}"})
+            return result.model_copy(update={"error": f"{endpoint.base_url}: gave up after "
+                                                      f"{result.attempts} attempts: {exc}"})
         except RejectedRequestError as exc:
             self._count(request.model, spec.endpoint, "rejected")
             return result.model_copy(update={"error": f"rejected: {exc}"})
@@ -141,8 +185,18 @@ class Gateway:
         metrics.LATENCY.labels(model).observe(paid.latency_s)
 
     async def complete_all(self, requests: Iterable[ChatRequest]) -> list[ChatResult]:
-        """All requests concurrently, results in input order; a fatal error cancels the rest."""
-        tasks = [asyncio.create_task(self.complete(r)) for r in requests]
+        """All requests concurrently, results in input order, the journal read in one query; a
+        fatal error cancels every call in flight."""
+        if self.fatal is not None:
+            raise self.fatal
+        requests = list(requests)
+        resolved = [self._resolve(r) for r in requests]
+        hits = self.journal.get_many(k for _, _, k in resolved) if self.journal is not None else {}
+        if len(requests) == 1:  # the common case of sequential turns: no extra task
+            api_model, params, key = resolved[0]
+            return [await self._complete(requests[0], api_model, params, key, hits.get(key))]
+        tasks = [asyncio.create_task(self._complete(r, a, p, k, hits.get(k)))
+                 for r, (a, p, k) in zip(requests, resolved, strict=True)]
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:
@@ -150,6 +204,32 @@ class Gateway:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+
+    async def preflight(self, models: Iterable[str]) -> None:
+        """Check that every endpoint serving `models` answers `GET /models` before anything is
+        paid; a FatalAPIError naming the endpoint, its URL and the cause otherwise."""
+        names = sorted({self.pool.models[m].endpoint for m in models if m in self.pool.models})
+
+        async def check(name: str) -> None:
+            endpoint = self.pool.endpoints[name]
+            client = self._client(name, endpoint).with_options(timeout=min(10.0, endpoint.timeout_s))
+            try:
+                await client.models.list()
+            except openai.NotFoundError:
+                return  # reachable; some OpenAI-compatible servers have no model list
+            except openai.AuthenticationError as exc:
+                raise FatalAPIError(name, f"{endpoint.base_url}: the API key was refused "
+                                          f"(HTTP {exc.status_code})") from None
+            except openai.APIStatusError as exc:
+                if exc.status_code >= 500 or exc.status_code == 429:
+                    return  # up, but busy: the request path's retries deal with that
+                raise FatalAPIError(name, f"{endpoint.base_url}: GET /models answered "
+                                          f"HTTP {exc.status_code}") from None
+            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+                raise FatalAPIError(name, f"cannot reach {endpoint.base_url}: "
+                                          f"{_root_cause(exc)}") from None
+
+        await asyncio.gather(*(check(n) for n in names))
 
     def usage(self) -> list[dict[str, Any]]:
         """Per model: requests paid, journal hits, failures, tokens and cost (USD)."""
@@ -167,6 +247,8 @@ class Gateway:
         return rows
 
     async def aclose(self) -> None:
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.flush)
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
@@ -199,7 +281,7 @@ class Gateway:
                 limiter.observe(exc.response.headers)
                 self._raise_classified(name, exc, limiter)
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                raise RetryableAPIError(f"{type(exc).__name__}: {exc}") from None
+                raise RetryableAPIError(f"{type(exc).__name__}: {_root_cause(exc)}") from None
             except (openai.APIResponseValidationError, IndexError, AttributeError, ValueError) as exc:
                 raise RetryableAPIError(f"malformed response: {type(exc).__name__}: {exc}") from None
             latency = time.monotonic() - started
@@ -241,6 +323,15 @@ class Gateway:
         return text
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause of a connection error, e.g. `ConnectError: [Errno 111] Connection
+    refused` rather than the SDK's generic `Connection error.`"""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
 def resolve_api_keys(pool: PoolConfig) -> dict[str, str]:
     """API key per endpoint, from its environment variable or Prefect Secret block."""
     keys = {}
@@ -258,14 +349,3 @@ def load_pool(settings: Settings) -> PoolConfig:
     """The pool named by settings, with every endpoint redirected when an override is set."""
     pool = PoolConfig.load(settings.pool_path)
     return pool.with_base_url(settings.endpoint_base_url) if settings.endpoint_base_url else pool
-
-
-@asynccontextmanager
-async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
-    """A Gateway over the settings' pool, journaling to the settings' journal dir."""
-    pool = load_pool(settings)
-    gateway = Gateway(pool, journal_at(settings.journal), resolve_api_keys(pool))
-    try:
-        yield gateway
-    finally:
-        await gateway.aclose()

@@ -2,7 +2,7 @@
 
 They live on prometheus_client's default registry, which Prefect serves from every flow-run
 process, worker and runner when PREFECT_CLIENT_METRICS_ENABLED=true (port 4201 by default,
-PREFECT.md §7); a Pushgateway can collect them from short-lived runs.
+docs/prefect.md#metrics); a Pushgateway can collect them from short-lived runs.
 """
 
 from __future__ import annotations

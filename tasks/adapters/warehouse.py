@@ -8,18 +8,23 @@ name only the lake's glob URL, never a credential. A local lake needs no registr
 
 API:
     Warehouse(path, lake, read_only=False), Warehouse.from_settings(settings)   context manager
+    Warehouse.in_memory(lake)               the same views in a private in-memory database
     refresh_views(tables) -> list[str]      one view per lake table that has shards
     query(sql, params=None) -> list[dict], query_arrow(sql, params=None) -> pyarrow.Table
+    stream(sql, params=None, rows=10_000) -> iterator of pyarrow.RecordBatch
     execute(sql, params=None), close()
 
 A view globs the lake on every statement, so shards landed after `refresh_views` are included;
-call it again only for tables that had no shards before. DuckDB allows one read-write process
-per file; analysts can open it with `read_only=True` meanwhile.
+call it again only for tables that had no shards before. A table registered with key columns
+(tasks/core/tables.py) is viewed with one row per key, the first by shard file name, so two
+writers that raced and landed one id twice are still read once. DuckDB allows one read-write
+process per file: flows that run side by side query the lake through `in_memory` and only the
+final refresh touches the file; analysts open it with `read_only=True`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +33,7 @@ import fsspec
 import pyarrow as pa
 
 from tasks.adapters.lake import Lake
+from tasks.core.tables import TableSpec
 
 if TYPE_CHECKING:
     from tasks.adapters.settings import Settings
@@ -36,12 +42,12 @@ if TYPE_CHECKING:
 class Warehouse:
     """A DuckDB connection with the lake's tables as views."""
 
-    def __init__(self, path: Path, lake: Lake, *, read_only: bool = False):
-        self.path = Path(path)
+    def __init__(self, path: Path | str, lake: Lake, *, read_only: bool = False):
+        self.path = Path(path) if path != ":memory:" else None
         self.lake = lake
-        if not read_only:
+        if self.path is not None and not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        self.con = duckdb.connect(str(path), read_only=read_only)
         # Else DuckDB resolves an unknown table name against the Python names of `query` (e.g.
         # `annotations` from this module) and fails with a baffling "replacement scan" error.
         # SET, not connect(config=...): a config would clash with other connections to the file.
@@ -57,6 +63,13 @@ class Warehouse:
         """The warehouse file and lake that `settings` point at."""
         return cls(settings.warehouse, Lake.from_settings(settings), read_only=read_only)
 
+    @classmethod
+    def in_memory(cls, lake: Lake, tables: Iterable[TableSpec] = ()) -> Warehouse:
+        """A private in-memory database with views of `tables` over `lake` (no file lock)."""
+        wh = cls(":memory:", lake)
+        wh.refresh_views(tables)
+        return wh
+
     def __enter__(self) -> Warehouse:
         return self
 
@@ -67,24 +80,28 @@ class Warehouse:
         """Close the connection (the file stays; views persist in it)."""
         self.con.close()
 
-    def refresh_views(self, tables: Iterable[str]) -> list[str]:
+    def refresh_views(self, tables: Iterable[TableSpec | str]) -> list[str]:
         """Create or replace one view per lake table with shards; return the tables with views.
 
-        A table without shards gets no view (DuckDB cannot read an empty glob), and a view left
-        from an earlier run under that name is dropped, so a query fails with "does not exist"
-        rather than reading stale files.
+        A table without shards gets a typed empty view when it has a spec (so anti-joins work on
+        a fresh lake), and no view otherwise (DuckDB cannot read an empty glob); a view left from
+        an earlier run under that name is replaced or dropped, never read stale.
         """
         done = []
         views = self.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")
         existing = {r["view_name"] for r in views}
         for table in tables:
+            name = table.name if isinstance(table, TableSpec) else table
             if self.lake.shard_keys(table):
-                self._run(f"CREATE OR REPLACE VIEW {_ident(table)} AS SELECT * FROM "
-                          f"read_parquet({_literal(self.lake.glob(table))}, "
-                          "union_by_name = true)", None)
-                done.append(table)
-            elif table in existing:
-                self._run(f"DROP VIEW {_ident(table)}", None)
+                self._run(f"CREATE OR REPLACE VIEW {_ident(name)} AS {_select(self.lake, table)}",
+                          None)
+                done.append(name)
+            elif isinstance(table, TableSpec):
+                cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {_ident(f.name)}"
+                                 for f in table.schema)
+                self._run(f"CREATE OR REPLACE VIEW {_ident(name)} AS SELECT {cols} LIMIT 0", None)
+            elif name in existing:
+                self._run(f"DROP VIEW {_ident(name)}", None)
         return done
 
     def query(self, sql: str, params: Any = None) -> list[dict]:
@@ -100,6 +117,18 @@ class Warehouse:
         self._forget_listings()
         return self.con.sql(sql, params=params).to_arrow_table()
 
+    def stream(self, sql: str, params: Any = None, rows: int = 10_000) -> Iterator[pa.RecordBatch]:
+        """The result of `sql` in record batches of about `rows` rows (DuckDB spills to disk
+        rather than holding a large sort in memory)."""
+        cur = self.con.cursor()
+        if self._fs is not None:
+            self._fs.invalidate_cache()
+        reader = cur.execute(sql, params).fetch_record_batch(rows)
+        try:
+            yield from reader
+        finally:
+            cur.close()
+
     def execute(self, sql: str, params: Any = None) -> None:
         """Run a statement that returns nothing of interest (DDL, COPY, INSERT)."""
         self._run(sql, params)
@@ -112,6 +141,29 @@ class Warehouse:
         # Each statement sees the lake as it is now, from one listing (see _duckdb_filesystem).
         if self._fs is not None:
             self._fs.invalidate_cache()
+
+
+def _select(lake: Lake, table: TableSpec | str) -> str:
+    """SELECT of a table's shards; one row per key (the first by file name) when it has keys."""
+    source = f"read_parquet({_literal(lake.glob(table))}, union_by_name = true"
+    if not isinstance(table, TableSpec) or not table.keys:
+        return f"SELECT * FROM {source})"
+    keys = ", ".join(_ident(k) for k in table.keys)
+    return (f"SELECT * EXCLUDE (filename) FROM {source}, filename = true) "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY filename) = 1")
+
+
+def _duck_type(t: pa.DataType) -> str:
+    """DuckDB type name of an Arrow type (for typed empty views)."""
+    if pa.types.is_list(t):
+        return _duck_type(t.value_type) + "[]"
+    if pa.types.is_struct(t):
+        return "STRUCT(" + ", ".join(f"{_ident(f.name)} {_duck_type(f.type)}" for f in t) + ")"
+    names = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER",
+             pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN"}
+    if t not in names:
+        raise ValueError(f"no DuckDB type for Arrow type {t}")
+    return names[t]
 
 
 def _duckdb_filesystem(lake: Lake) -> fsspec.AbstractFileSystem:

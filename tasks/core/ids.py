@@ -23,5 +23,6 @@ def content_key(*parts: Any) -> str:
 
 
 def prompt_id(text: str) -> str:
-    """sha256 hex of the prompt's UTF-8 bytes: the id HF's derived sets use (SPEC §4)."""
+    """sha256 hex of the prompt's UTF-8 bytes: the id HF's derived sets use
+    (docs/datasets.md#ultrafeedback_binarized)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -15,6 +15,8 @@ import pytest
 from tasks.adapters import lake as lake_module
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.lake import Lake, parquet_bytes
+from tasks.core.tables import TableSpec, UnknownTableError
+from tasks.core.ultrafeedback.tables import TABLES as UF_TABLES
 from tests.fixtures.s3 import FAKE_SECRET
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,10 +66,22 @@ def test_read_table_unions_columns_by_name(lake):
     got = lake.read_table("t")
     assert got.to_pylist() == [{"id": 1, "text": "x", "score": None},
                                {"id": 2, "text": None, "score": 0.5}]
-    proj = lake.read_table("t", columns=["score", "missing"])
-    assert proj.column_names == ["score", "missing"]
+    proj = lake.read_table("t", columns=["score", "text"])
+    assert proj.column_names == ["score", "text"]
     assert proj.column("score").to_pylist() == [None, 0.5]
-    assert proj.column("missing").null_count == 2
+
+
+def test_a_misspelt_table_or_column_is_an_error_naming_it(lake):
+    lake.write_shard("t", "a", [{"id": 1, "score": 0.5}])
+    with pytest.raises(UnknownTableError, match="table 't' has no column 'scroe'.*id, score"):
+        lake.read_table("t", columns=["id", "scroe"])
+    spec = TableSpec("t", pa.schema([("id", pa.int64()), ("score", pa.float64())]), ("id",))
+    with pytest.raises(UnknownTableError, match="table 't' has no column 'scroe'"):
+        lake.read_table(spec, columns=["scroe"])  # checked against the spec before any read
+    with pytest.raises(UnknownTableError, match="unknown table 'uf_completion'.*uf_completions"):
+        UF_TABLES["uf_completion"]
+    with pytest.raises(UnknownTableError, match="table 'uf_completions' has no column 'respons'"):
+        UF_TABLES["uf_completions"].columns(["completion_id", "respons"])
 
 
 def test_rows_with_different_keys_keep_every_column(lake):
@@ -240,3 +254,34 @@ def test_credentials_stay_out_of_urls_reprs_and_errors(s3_settings):
     with pytest.raises(ConfigError) as err:
         Lake("s3://AKIDEXAMPLE:wJalrXUtnFEMI@bucket/lake")
     assert "wJalrXUtnFEMI" not in str(err.value)
+
+
+def test_create_bytes_lets_exactly_one_of_racing_writers_win(lake):
+    barrier = threading.Barrier(8)
+    won: list[int] = []
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        if lake.create_bytes("_leases/k/00000000", str(i).encode()):
+            won.append(i)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+    assert lake.read_bytes("_leases/k/00000000") == str(won[0]).encode()
+    assert lake.ls("_leases/k") == ["00000000"]
+
+
+def test_a_streamed_object_appears_only_when_its_writer_closes_cleanly(lake):
+    with lake.writer("exports/x.jsonl") as f:
+        f.write(b"one\n")
+        assert not lake.exists("exports/x.jsonl")
+        f.write(b"two\n")
+    assert lake.read_bytes("exports/x.jsonl") == b"one\ntwo\n"
+    with pytest.raises(RuntimeError), lake.writer("exports/x.jsonl") as f:
+        f.write(b"half")
+        raise RuntimeError("killed mid-export")
+    assert lake.read_bytes("exports/x.jsonl") == b"one\ntwo\n"

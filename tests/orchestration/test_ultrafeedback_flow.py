@@ -102,7 +102,7 @@ def run_in_process(monkeypatch, env: dict[str, str], recipe: Path, *overrides: s
     state = ultrafeedback(UltraFeedbackParams(recipe=str(recipe), overrides=list(overrides)),
                           return_state=True)
     assert state.is_completed(), state
-    return state.result(), state.state_details.flow_run_id
+    return state.result().model_dump(), state.state_details.flow_run_id
 
 
 def summary_table(flow_run_id, name: str) -> list[dict]:
@@ -129,16 +129,22 @@ def one(wh: Warehouse, sql: str):
 ID_COLUMNS = (("uf_prompts", "prompt_id"), ("uf_plan", "completion_id"),
               ("uf_completions", "completion_id"), ("uf_critiques", "critique_id"),
               ("uf_annotations", "annotation_id || completion_id"))
+# Result tables: no id is ever landed twice, in the raw files (the views would hide it).
+LANDED_ONCE = ("uf_completions", "uf_critiques", "uf_annotations")
 
 
 def assert_no_duplicate_ids(wh: Warehouse, without: tuple[str, ...] = ()) -> None:
-    """Every id table (but those a recipe turned off) has a view, and no id appears twice."""
+    """Every id table (but those a recipe turned off) has a view with one row per id, and no
+    result id was landed twice in the lake's files."""
     views = {r["view_name"] for r in wh.query("SELECT view_name FROM duckdb_views()")}
     for table, key in ID_COLUMNS:
         if table in without:
             continue
         assert table in views, table
         assert one(wh, f"SELECT count(*) - count(DISTINCT {key}) FROM {table}") == 0, table
+        if table in LANDED_ONCE:
+            raw = f"read_parquet('{wh.lake.glob(table)}', union_by_name = true)"
+            assert one(wh, f"SELECT count(*) - count(DISTINCT {key}) FROM {raw}") == 0, table
 
 
 def assert_summary_matches_warehouse(wh: Warehouse, summary: dict) -> None:
@@ -193,7 +199,7 @@ def test_200_prompts_by_4_models_with_faults_on_s3(prefect_api, make_simulator, 
     for r in ratings:
         assert histogram[r["aspect"]][r["rating"] or "unparsed"] == r["n"]
 
-    # the export: SPEC shape, unique prompts, loadable with `datasets`
+    # the export: docs/datasets.md#schema shape, unique prompts, loadable with `datasets`
     lake = Lake.from_settings(s3_settings)
     jsonl = lake.read_bytes("exports/ultrafeedback/ultrafeedback.jsonl")
     parquet = lake.read_bytes("exports/ultrafeedback/ultrafeedback.parquet")
@@ -242,26 +248,28 @@ def _cli(env: dict[str, str], recipe: Path) -> subprocess.Popen:
         text=True)
 
 
-def _journaled(data_dir: Path) -> int:
+def _journaled(data_dir: Path, generation_only: bool = False) -> int:
+    """Responses in the journal (generation calls only: every model but the judge)."""
     path = data_dir / "journal" / "journal.sqlite"
     if not path.exists():
         return 0
+    where = " WHERE json_extract(result, '$.model') != 'gpt-4-judge'" if generation_only else ""
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
-            return db.execute("SELECT count(*) FROM responses").fetchone()[0]
+            return db.execute(f"SELECT count(*) FROM responses{where}").fetchone()[0]
     except sqlite3.Error:
         return 0
 
 
 def test_sigkill_mid_generation_then_rerun_gives_a_byte_identical_export(
         prefect_api, make_simulator, tmp_path, capsys):
-    shard, parallel, n_prompts = 20, 2, 80
-    in_flight_bound = shard * parallel
+    shard, parallel, n_prompts = 10, 2, 80
+    # at most 8 calls of a prompt are in flight at once (4 ratings + 4 critiques)
+    in_flight_bound = shard * parallel * 8
     sim = make_simulator("unlimited", seed=5, overrides={**FAULTS, "latency.ttft_s": 0.25})
     prompts = write_prompts(tmp_path / "prompts.jsonl", n_prompts)
     recipe = write_recipe(tmp_path, [{"name": "kill", "path": str(prompts)}],
-                          generation={"shard_size": shard}, max_parallel_shards=parallel,
-                          annotation={"shard_size": 40}, critique={"shard_size": 80})
+                          shard_prompts=shard, max_parallel_shards=parallel)
     pool = fast_pool(tmp_path)
     base = {"PREFECT_API_URL": prefect_api, "PREFECT_LOGGING_LEVEL": "WARNING"}
 
@@ -280,23 +288,25 @@ def test_sigkill_mid_generation_then_rerun_gives_a_byte_identical_export(
     killed_dir = tmp_path / "killed"
     proc = _cli(env_for("killed"), recipe)
     deadline = time.monotonic() + 120
-    while _journaled(killed_dir) < n_prompts * 4 * 0.4:
+    while _journaled(killed_dir, generation_only=True) < n_prompts * 4 * 0.4:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "generation never got going"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    at_kill = _journaled(killed_dir)
+    at_kill = _journaled(killed_dir, generation_only=True)
     assert at_kill < n_prompts * 4, "killed too late: generation had finished"
-    landed = len_landed(killed_dir, at_kill)
+    landed = landed_calls(killed_dir, _journaled(killed_dir))
     proc = _cli(env_for("killed"), recipe)
     stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr[-3000:]
     rerun = json.loads(stdout)["counts"]
-    # the rerun pays for the completions not journaled at the kill, replays the journaled ones
-    # that had not landed, and pays nothing for the landed ones
+    # the rerun pays for the completions not journaled at the kill, replays every journaled
+    # call that had not landed, and pays nothing for the landed ones
     assert rerun["generation_requests_paid"] == n_prompts * 4 - at_kill
-    assert rerun["requests_from_journal"] == at_kill - landed
+    assert rerun["requests_from_journal"] == _journaled(killed_dir) - landed - (
+        rerun["generation_requests_paid"] + rerun["annotation_requests_paid"]
+        + rerun["critique_requests_paid"])
 
     for suffix in ("jsonl", "parquet"):
         rel = f"exports/ultrafeedback/ultrafeedback.{suffix}"
@@ -310,11 +320,17 @@ def test_sigkill_mid_generation_then_rerun_gives_a_byte_identical_export(
               f"(bound {in_flight_bound} in flight)")
 
 
-def len_landed(data_dir: Path, journaled: int) -> int:
-    """Completions in landed shards (≤ journaled: a shard lands only when all of it is back)."""
-    rows = Lake(str(data_dir / "lake")).read_table("uf_completions", columns=["completion_id"])
-    assert rows.num_rows <= journaled
-    return rows.num_rows
+def landed_calls(data_dir: Path, journaled: int) -> int:
+    """Calls whose results are in landed shards (≤ journaled: a shard lands only once the
+    journal holds every reply it used): completions, and every call of each judge job."""
+    lake = Lake(str(data_dir / "lake"))
+    completions = lake.read_table("uf_completions", columns=["completion_id"]).num_rows
+    ann = lake.read_table("uf_annotations", columns=["annotation_id", "calls"]).to_pylist()
+    crit = lake.read_table("uf_critiques", columns=["critique_id", "calls"]).to_pylist()
+    judged = sum({r["annotation_id"]: r["calls"] for r in ann}.values()) + sum(
+        r["calls"] for r in crit)
+    assert completions + judged <= journaled
+    return completions + judged
 
 
 # ---- bad prompt files ---------------------------------------------------------------------------
@@ -460,8 +476,7 @@ def test_failed_calls_are_retried_by_the_next_run_and_land(
     healthy = make_simulator("unlimited", seed=6)
     prompts = write_prompts(tmp_path / "prompts.jsonl", 6)
     recipe = write_recipe(tmp_path, [{"name": "six", "path": str(prompts)}],
-                          plan={"n_models": 2}, annotation={"shard_size": 8},
-                          critique={"shard_size": 8})
+                          plan={"n_models": 2}, shard_prompts=2)
     monkeypatch.delenv("ULTRAFORGE_ENDPOINT_BASE_URL", raising=False)
 
     def run(generation, judge, exit_code):

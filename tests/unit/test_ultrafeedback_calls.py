@@ -14,7 +14,7 @@ from tasks.core.pool import PoolConfig
 from tasks.core.ultrafeedback.intake import to_prompt
 from tasks.core.ultrafeedback.judge import annotation_job, parse_annotation_reply
 from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe
-from tasks.ultrafeedback_calls import ask_all
+from tasks.ultrafeedback.blocks import ask_all
 
 GOOD = "\n\n".join(f"#### Output for Text {k}\nRating: 4\nRationale: Fine." for k in (1, 2))
 
@@ -75,7 +75,7 @@ def test_re_asks_only_unparsed_replies_and_a_failed_call_ends_its_job(pool):
 
     gw = FakeHttpGateway(pool, script)
     todo = jobs("fine", "garbled once", "fails on re-ask")
-    fine, garbled, failed = asyncio.run(ask_all(gw, todo, parse_annotation_reply, max_reasks=3))
+    fine, garbled, failed = asyncio.run(ask_all(gw, todo, parse_annotation_reply, max_reasks=3, sink=[]))
     assert sorted(gw.sent) == sorted([("fine", False), ("garbled once", False),
                                       ("fails on re-ask", False), ("garbled once", True),
                                       ("fails on re-ask", True)])
@@ -95,7 +95,7 @@ def test_a_fatal_error_cancels_the_calls_still_in_flight(pool):
     async def run():
         with pytest.raises(FatalAPIError, match="quota exhausted"):
             await ask_all(gw, jobs("quota gone", *[f"slow {i}" for i in range(6)]),
-                          parse_annotation_reply, max_reasks=0)
+                          parse_annotation_reply, max_reasks=0, sink=[])
         await asyncio.sleep(0.6)  # long enough for any call left running to finish
 
     asyncio.run(run())

@@ -1,4 +1,5 @@
-"""Export records in the SPEC §1 shape, the fine-grained score, and deterministic serialisation."""
+"""Export records in the docs/datasets.md#schema shape, the fine-grained score, and
+deterministic serialisation."""
 
 import json
 
@@ -6,12 +7,11 @@ import pyarrow as pa
 
 from tasks.core.ids import to_jsonl
 from tasks.core.ultrafeedback.export import (
+    Summary,
     build_record,
     export_schema,
     fine_grained_score,
     join_records,
-    rating_histogram,
-    score_histogram,
     summarize,
     to_arrow,
 )
@@ -91,15 +91,20 @@ def test_overall_rating_mode_exports_its_own_aspect():
     assert ann.names == ["overall-rating"]
 
 
-def test_histograms_count_ratings_and_scores():
+def test_histograms_count_ratings_and_scores_and_add_up_over_batches():
     prompt, items, responses, annotations, critiques = _fixture()
     rec = build_record(prompt, items, responses, annotations, critiques, FINE_GRAINED_ASPECTS)
-    rows = {r["aspect"]: r for r in rating_histogram([rec], FINE_GRAINED_ASPECTS)}
+    summary = Summary(FINE_GRAINED_ASPECTS).add([rec]).result()
+    rows = {r["aspect"]: r for r in summary["rating_histogram"]}
     assert rows["honesty"]["N/A"] == 2 and rows["honesty"]["unparsed"] == 1
     assert rows["truthfulness"]["3"] == 3 and rows["truthfulness"]["N/A"] == 0
     assert rows["helpfulness"]["2"] == 3
-    assert score_histogram([rec]) == [{"overall_score": "1", "completions": 1},
-                                      {"overall_score": "none", "completions": 2}]
+    assert summary["score_histogram"] == [{"overall_score": "1", "completions": 1},
+                                          {"overall_score": "none", "completions": 2}]
+    twice = Summary(FINE_GRAINED_ASPECTS).add([rec]).add([rec]).result()
+    assert twice["counts"] == {k: 2 * v for k, v in summary["counts"].items()}
+    assert {r["aspect"]: r["unparsed"] for r in twice["rating_histogram"]} == {
+        r["aspect"]: 2 * r["unparsed"] for r in summary["rating_histogram"]}
 
 
 def test_join_uses_only_this_recipes_judgements_and_skips_failed_completions():

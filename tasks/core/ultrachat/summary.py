@@ -8,11 +8,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from tasks.core.chat import ChatResult
+from tasks.core.shards import ShardSummary
 from tasks.core.ultrachat.dialogue import STOP_REASONS, DialogueRecord
 from tasks.core.ultrachat.filters import Reject
 from tasks.core.ultrachat.recipe import SECTORS
-from tasks.core.usage import merge_usage
+from tasks.core.usage import UsageRow, merge_usage
 
 
 def by_sector(dialogues: list[DialogueRecord], kept: list[DialogueRecord],
@@ -40,19 +40,10 @@ def stop_reasons(dialogues: list[DialogueRecord]) -> list[dict[str, Any]]:
             for (r, role), n in sorted(counts.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1]))]
 
 
-def usage_of(role: str, results: list[ChatResult],
-             cost: Callable[[str, int, int], float]) -> list[dict[str, Any]]:
-    """Usage rows for one role's results: paid requests and their tokens/cost, journal replays,
-    failures (the same counting as the gateway's own usage())."""
-    rows = []
-    for r in results:
-        paid = r.ok and not r.from_journal
-        pt, ct = (r.usage.prompt_tokens, r.usage.completion_tokens) if paid else (0, 0)
-        rows.append({"role": role, "model": r.model, "requests": int(paid),
-                     "from_journal": int(r.from_journal), "failed": int(not r.ok),
-                     "prompt_tokens": pt, "completion_tokens": ct,
-                     "cost_usd": cost(r.model, pt, ct) if paid else 0.0})
-    return merge_usage(rows, by=("role", "model"))
+def usage_row(usage: UsageRow, shard_key: str, stage: str) -> dict[str, Any]:
+    """An ultrachat_usage row: the usage of one role (`usage.stage`) in one shard of `stage`."""
+    return {"shard_key": shard_key, "stage": stage, "role": usage.stage,
+            **usage.model_dump(exclude={"stage"})}
 
 
 def throughput(dialogues: int, requests: int, seconds: float) -> dict[str, float]:
@@ -73,16 +64,18 @@ def run_markdown(name: str, counts: dict[str, Any], tables: dict[str, list[dict[
     return "".join(parts)
 
 
-def run_report(openings: list[dict[str, Any]], shards: list[dict[str, Any]],
+def run_report(openings: list[dict[str, Any]], shards: list[ShardSummary],
                filtered: dict[str, Any], exported: dict[str, Any],
                dialogue_seconds: float) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """(counts, tables) of a run from the openings, dialogue-shard, filter and export summaries.
 
     Throughput counts only the shards that did work in this run (a replayed shard has no usage).
     """
-    usage = merge_usage([u for x in openings + shards for u in x["usage"]], by=("role", "model"))
-    speed = throughput(sum(s["dialogues"] for s in shards if s["usage"]),
-                       sum(s["requests"] for s in shards), dialogue_seconds)
+    merged = merge_usage([*(u for o in openings for u in o["usage"]),
+                          *(u for s in shards for u in s.usage)])
+    usage = [{"role": u.stage, **u.model_dump(exclude={"stage"})} for u in merged]
+    speed = throughput(sum(s.items for s in shards if s.usage),
+                       sum(u.requests for s in shards for u in s.usage), dialogue_seconds)
     counts = {"dialogues": filtered["dialogues"], "kept": filtered["kept"],
               "rejected": filtered["rejected"], "exported": exported["count"], **speed}
     tables = {"openings": [{k: o[k] for k in ("sector", "wanted", "selected", "candidates",

@@ -2,9 +2,11 @@
 
 Input tokens are estimated from the actual rendered prompts (tokens.py: ~4 characters a token).
 Output is unknown before the run, so the assumptions are explicit:
-- completions: `ASSUMED_RESPONSE_TOKENS` (SPEC §9's "~300-token responses"), capped by the
-  model's max_tokens; judge prompts are sized with responses of that length;
-- judge and critique replies: their max_tokens, an upper bound (SPEC: ≤ 500 / ≤ 1024).
+- completions: `ASSUMED_RESPONSE_TOKENS` (the "~300-token responses" of
+  docs/datasets.md#scale-and-cost), capped by the model's max_tokens; judge prompts are sized
+  with responses of that length;
+- judge and critique replies: their max_tokens, an upper bound (≤ 500 / ≤ 1024:
+  docs/datasets.md#annotation, docs/datasets.md#critique).
 Re-asks after unparseable replies are not included (with a few % malformed replies they add a
 few % to the judge rows). The estimate covers a run from scratch: the journal may make a rerun
 cheaper, never dearer. `landed_calls` says how much of the plan the lake already holds.

@@ -133,21 +133,53 @@ def join_records(prompts: Iterable[PromptRecord], plan: Iterable[PlanItem],
     return sorted(records, key=sort_key)
 
 
+class Summary:
+    """What the export holds, accumulated batch by batch: counts, rating and score
+    histograms, principles."""
+
+    def __init__(self, aspects: tuple[str, ...]):
+        self.aspects = aspects
+        self.prompts = self.completions = self.ratings = self.parsed = self.critiques = 0
+        self.by_aspect: dict[str, Counter[str]] = {a: Counter() for a in aspects}
+        self.scores: Counter[str] = Counter()
+        self.principles: Counter[str] = Counter()
+
+    def add(self, records: Iterable[dict[str, Any]]) -> Summary:
+        for rec in records:
+            self.prompts += 1
+            for c in rec["completions"]:
+                self.completions += 1
+                self.principles[c["principle"]] += 1
+                for aspect in self.aspects:
+                    a = c["annotations"].get(aspect)
+                    self.ratings += 1
+                    self.parsed += a is not None
+                    self.by_aspect[aspect][a["Rating"] if a else "unparsed"] += 1
+                s = c["overall_score"]
+                self.critiques += s is not None
+                self.scores["none" if s is None else str(int(s))] += 1
+        return self
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "counts": {"exported_prompts": self.prompts,
+                       "exported_completions": self.completions,
+                       "aspect_ratings": self.ratings, "aspect_ratings_parsed": self.parsed,
+                       "critiques_parsed": self.critiques},
+            "rating_histogram": [
+                {"aspect": a, **{k: self.by_aspect[a].get(k, 0)
+                                 for k in ("1", "2", "3", "4", "5", "N/A", "unparsed")}}
+                for a in self.aspects],
+            "score_histogram": [{"overall_score": k, "completions": self.scores[k]}
+                                for k in [*map(str, range(1, 11)), "none"] if self.scores.get(k)],
+            "principles": [{"principle": k, "completions": v}
+                           for k, v in sorted(self.principles.items())],
+        }
+
+
 def summarize(records: list[dict[str, Any]], aspects: tuple[str, ...]) -> dict[str, Any]:
     """What the export holds: counts, rating and score histograms, principles."""
-    ratings = [c["annotations"][a] for r in records for c in r["completions"] for a in aspects]
-    principles = Counter(c["principle"] for r in records for c in r["completions"])
-    return {
-        "counts": {"exported_prompts": len(records),
-                   "exported_completions": sum(len(r["completions"]) for r in records),
-                   "aspect_ratings": len(ratings),
-                   "aspect_ratings_parsed": sum(a is not None for a in ratings),
-                   "critiques_parsed": sum(c["overall_score"] is not None
-                                           for r in records for c in r["completions"])},
-        "rating_histogram": rating_histogram(records, aspects),
-        "score_histogram": score_histogram(records),
-        "principles": [{"principle": k, "completions": v} for k, v in sorted(principles.items())],
-    }
+    return Summary(aspects).add(records).result()
 
 
 def sort_key(record: dict[str, Any]) -> tuple[str, str]:
@@ -157,29 +189,3 @@ def sort_key(record: dict[str, Any]) -> tuple[str, str]:
 
 def to_arrow(records: list[dict[str, Any]], aspects: tuple[str, ...]) -> pa.Table:
     return pa.Table.from_pylist(records, schema=export_schema(aspects))
-
-
-def rating_histogram(records: list[dict[str, Any]],
-                     aspects: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Per aspect: how many completions got each Rating (1-5, N/A) or stayed unparsed."""
-    rows = []
-    for aspect in aspects:
-        counts: Counter[str] = Counter()
-        for rec in records:
-            for c in rec["completions"]:
-                a = c["annotations"].get(aspect)
-                counts[a["Rating"] if a else "unparsed"] += 1
-        rows.append({"aspect": aspect, **{k: counts.get(k, 0)
-                                          for k in ("1", "2", "3", "4", "5", "N/A", "unparsed")}})
-    return rows
-
-
-def score_histogram(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """How many completions got each critique overall_score (floored to 1-10) or none."""
-    scores: Counter[str] = Counter()
-    for rec in records:
-        for c in rec["completions"]:
-            s = c["overall_score"]
-            scores["none" if s is None else str(int(s))] += 1
-    return [{"overall_score": k, "completions": scores[k]}
-            for k in [*map(str, range(1, 11)), "none"] if scores.get(k)]

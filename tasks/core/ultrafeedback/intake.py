@@ -1,13 +1,14 @@
 """Prompt intake: mapped source rows → PromptRecord, or a Quarantined row naming field and reason.
 
-`prompt_id = sha256(instruction UTF-8)` (SPEC §1, §4), over the instruction exactly as read (no
-stripping), so ids match the HF-derived sets. Duplicates keep their first occurrence (sources in
-recipe order, rows in file order) and are counted, not quarantined. Strings arrive as valid
-Unicode (the sources adapter turns rows with lone surrogates into row errors).
+`prompt_id = sha256(instruction UTF-8)` (docs/datasets.md#schema,
+docs/datasets.md#ultrafeedback_binarized), over the instruction exactly as read (no stripping), so
+ids match the HF-derived sets. Duplicates keep their first occurrence (sources in recipe order,
+rows in file order) and are counted, not quarantined. Strings arrive as valid Unicode (the sources
+adapter turns rows with lone surrogates into row errors).
 
 `correct_answers` / `incorrect_answers` equal to `"None"` or `["None"]` are empty: that is
-openbmb's placeholder for "no reference answers" (SPEC §1), and taken literally it would tell the
-truthfulness judge that the correct answer is the word None.
+openbmb's placeholder for "no reference answers" (docs/datasets.md#schema), and taken literally it
+would tell the truthfulness judge that the correct answer is the word None.
 """
 
 from __future__ import annotations

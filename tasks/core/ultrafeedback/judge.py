@@ -6,7 +6,8 @@ Templates are ours, under `tasks/core/templates/ultrafeedback/` (jinja2, StrictU
 `<text 1>` … `<text N>`; `critique_system.j2` + `critique.j2` for the 1-10 teacher pass.
 
 - **One call per (prompt, aspect)** rates all of the prompt's completions together, shown in a
-  seeded order (`shuffle_order`) and mapped back by the caller (SPEC §3a, SHUFFLE_NUM=1).
+  seeded order (`shuffle_order`) and mapped back by the caller (docs/datasets.md#annotation,
+  SHUFFLE_NUM=1).
 - **World knowledge** goes to the truthfulness rubric only, as in the published code: TruthfulQA's
   correct and incorrect answers, FalseQA's false-premise note, FLAN's reference answers.
 - **Re-asks** after an unparseable reply are distinct paid calls: `sample_index = attempt` and a

@@ -5,8 +5,8 @@ id and a reader never has to choose between a failure and a later success:
 - a completion is final when its call succeeded (`uf_completions`);
 - a rating or critique job is final when every call it made succeeded, whether or not the last
   reply parsed: an unparseable reply after the re-asks is kept as a null value with the raw text
-  and the error (SPEC §3a), because asking again would pay again (`uf_annotations`,
-  `uf_critiques`);
+  and the error (docs/datasets.md#annotation), because asking again would pay again
+  (`uf_annotations`, `uf_critiques`);
 - anything else (a call that failed for good) becomes one `uf_failures` row naming the stage, the
   job and the error. The next run submits that job again; the journal replays the replies it
   already paid for, so only the failed call is sent again.

@@ -17,14 +17,14 @@ missing rating of an untyped aspect.
   strings, with `None` as `["None"]` so the column has one type in Parquet/`datasets` (the
   published code's bare string "None" cannot share a column with lists).
 - Untyped aspects need `Rating` and `Rationale`; a stray `Type:` there is ignored.
-Output dicts have SPEC §1's keys and order: `{Rating, Rationale}` or `{Type, Rationale, Rating,
-Rationale For Rating}`, all strings. Per text: the dict or an error naming the text and field; a
-block for a text that does not exist is a reply-level error.
+Output dicts have the released keys and order (docs/datasets.md#schema): `{Rating, Rationale}`
+or `{Type, Rationale, Rating, Rationale For Rating}`, all strings. Per text: the dict or an error
+naming the text and field; a block for a text that does not exist is a reply-level error.
 
 **Critique** (`### Feedback` … `Overall Score: s`): exactly one `Overall Score:` line, last
 non-empty line of the reply, `s` a number 1-10, optionally `/10`. The number is kept as written:
 `1` stays 1.0 and `7/10` is 7.0 (the original's `score if score > 1 else 10*score` rescale turned
-1 into 10, SPEC §3b); `12` or `0` are errors, not clamped.
+1 into 10, docs/datasets.md#overall-score-fix); `12` or `0` are errors, not clamped.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def _types(lines: list[str]) -> list[str] | tuple[str]:
 
 
 def _annotation(block: _Block, typed: bool, allow_na: bool) -> dict | str:
-    """The SPEC-shaped annotation of one block, or an error message."""
+    """The annotation of one block in the released shape (docs/datasets.md#schema), or an error."""
     if block.error:
         return block.error
     keys = TYPED_KEYS if typed else UNTYPED_KEYS

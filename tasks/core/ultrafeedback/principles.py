@@ -1,6 +1,6 @@
 """Principles, their per-source mixes, and the system-prompt pools (one file per principle).
 
-SPEC §2 gives two mixes that disagree:
+docs/datasets.md#principles gives two mixes that disagree:
 
 | source                | `paper` (README table)              | `code` (published sampling code)         |
 |-----------------------|-------------------------------------|------------------------------------------|
@@ -17,9 +17,10 @@ weighted draw so a single seeded number decides it.
 
 **Default: `code`.** The released data was produced by running code, and the one row where the
 two sources agree (ShareGPT/UltraChat 60/20/18/2) is the code's two-step draw written out, so the
-table was evidently summarised from code of this shape; where they differ, nothing in SPEC marks
-the code's principle lists as edited after the run (unlike its `random.sample(pool, 1)` line,
-which contradicts the 4 completions in the data). Which mix was actually run is UNVERIFIED: count
+table was evidently summarised from code of this shape; where they differ, nothing in the
+sources marks the code's principle lists as edited after the run (unlike its
+`random.sample(pool, 1)` line, which contradicts the 4 completions in the data; see
+docs/datasets.md#model-sampling). Which mix was actually run is UNVERIFIED: count
 `completions[].principle` per source in `openbmb/UltraFeedback` when it can be downloaded, and
 switch with `--set plan.principle_mix=paper` if the data says so.
 
@@ -97,7 +98,7 @@ def system_prompts(principle: str) -> tuple[str, ...]:
 
 def critique_note(principle: str, system_prompt: str) -> str:
     """The system prompt as quoted in the critique prompt: verbalized-calibration prompts are cut
-    before their "For instance," example (SPEC §3b)."""
+    before their "For instance," example (docs/datasets.md#critique)."""
     if principle == "verbalized_calibration":
         return system_prompt.split("For instance,", 1)[0].strip()
     return system_prompt

@@ -1,8 +1,9 @@
 """The UltraFeedback recipe: validated configuration for one reproduction run (YAML → pydantic).
 
-Every knob of the flow lives here with its default and the SPEC fact it comes from. Checks that
-need the model pool (model names, `n_models` ≤ pool size) are in `check_against_pool`, called by
-the flow once the pool is loaded, so the errors still name the recipe key.
+Every knob of the flow lives here with its default and the dataset fact it comes from
+(docs/datasets.md). Checks that need the model pool (model names, `n_models` ≤ pool size) are in
+`check_against_pool`, called by the flow once the pool is loaded, so the errors still name the
+recipe key.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tasks.core.pool import Sampling
 from tasks.core.ultrafeedback.principles import PRINCIPLES, SOURCES
 
-# The 17 `model` strings of the released data (SPEC §2, TRL's choices list).
+# The 17 `model` strings of the released data (docs/datasets.md#model-pool, TRL's choices list).
 ULTRAFEEDBACK_MODELS = (
     "alpaca-7b", "bard", "falcon-40b-instruct", "gpt-3.5-turbo", "gpt-4", "llama-2-13b-chat",
     "llama-2-70b-chat", "llama-2-7b-chat", "mpt-30b-chat", "pythia-12b", "starchat",
@@ -65,7 +66,8 @@ class PromptSource(_Strict):
 
 
 class PlanSpec(_Strict):
-    """Which models answer each prompt, and under which principle (SPEC §2)."""
+    """Which models answer each prompt, and under which principle (docs/datasets.md#model-sampling,
+    docs/datasets.md#principles)."""
 
     models: list[str] = Field(
         default_factory=lambda: list(ULTRAFEEDBACK_MODELS),
@@ -112,11 +114,11 @@ class PlanSpec(_Strict):
 
 
 class GenerationSpec(_Strict):
-    """Completion requests: sampling on top of each pool model's defaults (SPEC §2: T=1, top_p=1,
-    max_tokens=1024, which the bundled pool already sets)."""
+    """Completion requests: sampling on top of each pool model's defaults
+    (docs/datasets.md#system-prompts: T=1, top_p=1, max_tokens=1024, which the bundled pool
+    already sets)."""
 
     params: Sampling = Field(default_factory=dict, description="Overrides of pool sampling.")
-    shard_size: int = Field(default=256, ge=1, le=5000, description="Requests per Prefect task.")
 
 
 class JudgeSpec(_Strict):
@@ -126,12 +128,13 @@ class JudgeSpec(_Strict):
     params: Sampling = Field(default_factory=lambda: {
         "temperature": 0, "top_p": 0.6, "max_tokens": 500})
     max_reasks: int = Field(default=3, ge=0, le=10,
-                            description="Extra calls after an unparseable reply (SPEC: up to 10).")
+                            description="Extra calls after an unparseable reply (original: ≤ 10).")
     shard_size: int = Field(default=128, ge=1, le=5000, description="Judge calls per Prefect task.")
 
 
 class AnnotationSpec(JudgeSpec):
-    """Fine-grained preference pass (SPEC §3a), or distilabel's cheaper overall-rating mode."""
+    """Fine-grained preference pass (docs/datasets.md#annotation), or distilabel's cheaper
+    overall-rating mode."""
 
     mode: Literal["fine_grained", "overall_rating"] = Field(
         default="fine_grained", description="fine_grained: one call per (prompt, aspect) for the "
@@ -143,7 +146,8 @@ class AnnotationSpec(JudgeSpec):
 
 
 class CritiqueSpec(JudgeSpec):
-    """Critique and overall score pass (SPEC §3b): one call per completion, score 1-10."""
+    """Critique and overall score pass (docs/datasets.md#critique): one call per completion,
+    score 1-10."""
 
     enabled: bool = True
     params: Sampling = Field(default_factory=lambda: {
@@ -169,6 +173,9 @@ class UltraFeedbackRecipe(_Strict):
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     annotation: AnnotationSpec = Field(default_factory=AnnotationSpec)
     critique: CritiqueSpec = Field(default_factory=CritiqueSpec)
+    shard_prompts: int = Field(
+        default=32, ge=1, le=2000, description="Prompts per shard task; each makes about "
+        "n_models × (1 + 1) + aspects calls per prompt (12 with the defaults: 384 per shard).")
     max_parallel_shards: int = Field(default=4, ge=1, le=64,
                                      description="Shard tasks running at once.")
     export: ExportSpec = Field(default_factory=ExportSpec)

@@ -1,4 +1,4 @@
-"""The UltraFeedback lake tables: names and Arrow schemas.
+"""The UltraFeedback lake tables: names, Arrow schemas and key columns (tasks/core/tables.py).
 
 Each table holds at most one row per id, so it can be read, and viewed in the warehouse, as a
 set: `uf_prompts(prompt_id)`, `uf_plan(completion_id)`, `uf_completions(completion_id)`,
@@ -7,6 +7,8 @@ land only when their id is not in the lake yet; the paid stages land a job's row
 outcome is final (outcomes.py). Two tables are logs instead: `uf_failures` (one row per job whose
 call failed for good in some run; the next run retries it) and `uf_usage` (one row per shard,
 stage and model); `uf_quarantine` lands each distinct (origin, row, field, reason) once.
+`uf_members` lists the prompts of one intake (the sources as read by a run) with their block;
+`uf_blocks` marks a block whose every call is final under one work fingerprint.
 Schemas are explicit so that empty or all-null shards still have typed columns.
 """
 
@@ -14,18 +16,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-TABLES = ("uf_prompts", "uf_quarantine", "uf_plan", "uf_completions", "uf_annotations",
-          "uf_critiques", "uf_failures", "uf_usage")
-
-# Tables whose rows land only when their key is not in the lake yet (intake and plan).
-LAND_ONCE_KEYS = {"uf_prompts": ("prompt_id",), "uf_plan": ("completion_id",),
-                  "uf_quarantine": ("origin", "row", "field", "reason")}
+from tasks.core.tables import Registry, TableSpec
 
 _STR, _INT, _FLOAT, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 _REPLY = [("raw", _STR), ("request_key", _STR), ("finish_reason", _STR), ("prompt_tokens", _INT),
           ("completion_tokens", _INT), ("latency_s", _FLOAT), ("calls", _INT),
           ("parse_failures", _INT), ("judge_model", _STR)]
-SCHEMAS = {
+_SCHEMAS = {
     "uf_prompts": pa.schema([("prompt_id", _STR), ("source", _STR), ("instruction", _STR),
                              ("correct_answers", pa.list_(_STR)),
                              ("incorrect_answers", pa.list_(_STR)), ("origin", _STR),
@@ -53,5 +50,19 @@ SCHEMAS = {
                            ("endpoint", _STR), ("requests", _INT), ("from_journal", _INT),
                            ("failed", _INT), ("prompt_tokens", _INT), ("completion_tokens", _INT),
                            ("cost_usd", _FLOAT)]),
+    "uf_members": pa.schema([("intake", _STR), ("block", _INT), ("prompt_id", _STR)]),
+    "uf_blocks": pa.schema([("block_key", _STR), ("fingerprint", _STR), ("prompts", _INT)]),
 }
+_KEYS = {
+    "uf_prompts": ("prompt_id",), "uf_quarantine": ("origin", "row", "field", "reason"),
+    "uf_plan": ("completion_id",), "uf_completions": ("completion_id",),
+    "uf_annotations": ("annotation_id", "completion_id"), "uf_critiques": ("critique_id",),
+    "uf_usage": ("shard", "stage", "model"), "uf_members": ("intake", "prompt_id"),
+    "uf_blocks": ("block_key", "fingerprint"),
+}
+TABLES = Registry(TableSpec(name, schema, _KEYS.get(name, ())) for name, schema in _SCHEMAS.items())
+PROMPTS, QUARANTINE, PLAN = TABLES["uf_prompts"], TABLES["uf_quarantine"], TABLES["uf_plan"]
+COMPLETIONS, ANNOTATIONS = TABLES["uf_completions"], TABLES["uf_annotations"]
+CRITIQUES, FAILURES, USAGE = TABLES["uf_critiques"], TABLES["uf_failures"], TABLES["uf_usage"]
+MEMBERS, BLOCKS = TABLES["uf_members"], TABLES["uf_blocks"]
 

@@ -1,0 +1,131 @@
+"""What a run works with, built once per process: settings, pool, lake, journal, gateway.
+
+`Resources.build(settings)` reads the environment (Settings) and the pool once; flows and their
+shard tasks then take everything from `current()`. The demo and the tests `activate` resources
+of their own (a simulator's URL as endpoint override) instead of rewriting `os.environ`; a
+worker process that nobody activated builds them from its environment on first use.
+
+All model calls of the process run on one event loop in a background thread (`run`), whatever
+thread the Prefect task runs in, so every shard shares one gateway, one HTTP client per
+endpoint and one set of rate limiters (docs/engine.md#one-event-loop). `new_run()` gives each
+flow run a fresh gateway: a fatal error stops that run's calls, not the next run's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from tasks.adapters.journal import Journal, journal_at
+from tasks.adapters.lake import Lake
+from tasks.adapters.llm import Gateway, load_pool, resolve_api_keys
+from tasks.adapters.settings import Settings
+from tasks.adapters.warehouse import Warehouse
+from tasks.core.pool import PoolConfig
+from tasks.core.tables import TableSpec
+
+T = TypeVar("T")
+
+
+class _Loop:
+    """The process's event loop for model calls, in a daemon thread, started on first use."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="ultraforge-loop",
+                                 daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+
+_LOOP = _Loop()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on the process's event loop and wait for it (from any thread but that loop's).
+
+    If the waiting thread is interrupted, the coroutine is cancelled too.
+    """
+    future = asyncio.run_coroutine_threadsafe(coro, _LOOP.get())
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()
+        raise
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    pool: PoolConfig
+    lake: Lake
+    journal: Journal
+    _gateway: Gateway | None = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, settings: Settings | None = None) -> Resources:
+        settings = settings or Settings()
+        return cls(settings=settings, pool=load_pool(settings), lake=Lake.from_settings(settings),
+                   journal=journal_at(settings.journal))
+
+    @property
+    def gateway(self) -> Gateway:
+        """This run's gateway (made on first use; use it only on the loop of `run`)."""
+        if self._gateway is None:
+            self._gateway = Gateway(self.pool, self.journal, resolve_api_keys(self.pool))
+        return self._gateway
+
+    def new_run(self) -> Resources:
+        """These resources with a fresh gateway (the old one's clients are closed)."""
+        if self._gateway is not None:
+            run(self._gateway.aclose())
+            self._gateway = None
+        return self
+
+    def warehouse(self, *, read_only: bool = False) -> Warehouse:
+        """The warehouse file (one read-write process at a time)."""
+        return Warehouse(self.settings.warehouse, self.lake, read_only=read_only)
+
+    def lake_db(self, *tables: TableSpec) -> Warehouse:
+        """A private in-memory DuckDB with views of `tables` over the lake (no file lock)."""
+        return Warehouse.in_memory(self.lake, tables)
+
+
+_CURRENT: Resources | None = None
+_ACTIVATED = False
+_CURRENT_LOCK = threading.Lock()
+
+
+def _replace(resources: Resources | None, activated: bool) -> None:
+    global _CURRENT, _ACTIVATED
+    old, _CURRENT, _ACTIVATED = _CURRENT, resources, activated
+    if old is not None and old is not resources and old._gateway is not None:
+        run(old._gateway.aclose())
+
+
+def activate(resources: Resources | None) -> Resources | None:
+    """Make `resources` what `current()` returns in this process (None: back to the
+    environment's)."""
+    with _CURRENT_LOCK:
+        _replace(resources, resources is not None)
+    return resources
+
+
+def current() -> Resources:
+    """The activated resources, else the environment's (rebuilt when the environment changed)."""
+    with _CURRENT_LOCK:
+        if _ACTIVATED:
+            return _CURRENT
+        settings = Settings()
+        if _CURRENT is None or _CURRENT.settings != settings:
+            _replace(Resources.build(settings), False)
+        return _CURRENT
