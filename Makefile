@@ -24,3 +24,5 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/gateway_throughput.py
 	$(BIN)/python benchmarks/gateway_overhead.py
+	$(BIN)/python benchmarks/factory_throughput.py
+	$(BIN)/python benchmarks/stage_overlap.py

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -21,17 +22,66 @@ class _OneLineForOurErrors(logging.Filter):
         return True
 
 
+class _NotOnConsole(logging.Filter):
+    """Prefect's ERROR records (a failed task, a failed flow run, each with the same error) stay
+    off the console: the CLI prints the one line that matters, the log file keeps them all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith("prefect"))
+
+
+class _LogFile(logging.FileHandler):
+    """The run's log file; counts the errors it received."""
+
+    error_count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.error_count += record.levelno >= logging.ERROR
+        super().emit(record)
+
+
+@contextmanager
+def _log_to_file() -> Iterator[_LogFile]:
+    """For the block: everything Prefect logs at INFO and above also goes to
+    `<data dir>/logs/ultraforge.log`, and its errors stay off the console."""
+    from prefect.logging.configuration import setup_logging
+
+    from tasks.adapters.settings import Settings
+
+    setup_logging()  # Prefect's own set-up first (else its first flow run would replace ours)
+    path = Settings().data_dir.resolve() / "logs" / "ultraforge.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = _LogFile(path, encoding="utf-8", delay=True)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root, quiet = logging.getLogger(), _NotOnConsole()
+    consoles = [h for h in root.handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    root.addHandler(handler)
+    for h in consoles:
+        h.addFilter(quiet)
+    try:
+        yield handler
+    finally:
+        for h in consoles:
+            h.removeFilter(quiet)
+        root.removeHandler(handler)
+        handler.close()
+
+
 class _Group(click.Group):
     """Turns UltraforgeError into a one-line message and exit code 1."""
 
     def invoke(self, ctx: click.Context):
         for name in ("prefect.flow_runs", "prefect.task_runs"):
             logging.getLogger(name).addFilter(_OneLineForOurErrors())
-        try:
-            return super().invoke(ctx)
-        except UltraforgeError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+        with _log_to_file() as log:
+            try:
+                return super().invoke(ctx)
+            except UltraforgeError as exc:
+                details = f" (details: {log.baseFilename})" if log.error_count else ""
+                click.echo(f"error: {exc}{details}", err=True)
+                sys.exit(1)
 
 
 @click.group(cls=_Group)

@@ -6,7 +6,7 @@ uf_critiques, uf_failures, uf_usage, uf_blocks (Parquet shards),
 exports/ultrafeedback/<name>.{jsonl,parquet} and runs/ultrafeedback/<run>/manifest.json;
 refreshes the warehouse views. Publishes a progress artifact and an end-of-run summary.
 
-The narrative: check the endpoints → land the prompts in blocks → run every block that is not
+The narrative: land the prompts in blocks → check the endpoints → run every block that is not
 done yet (generation, rating and critique streamed per prompt, tasks/ultrafeedback/blocks.py)
 → export → summary.
 """
@@ -127,8 +127,8 @@ def ultrafeedback(params: UltraFeedbackParams = DEFAULT_PARAMS) -> UltraFeedback
     """Prompts → 4 of N pool models → four-aspect judge + critique → lake → raw export."""
     res = current().new_run()
     recipe, base_dir = resolve_recipe(params, res)
-    run(res.gateway.preflight(models_of(recipe)))  # every endpoint answers before we pay
     intake = load_prompts(recipe, str(base_dir))
+    run(res.gateway.preflight(models_of(recipe)))  # every endpoint answers before we pay
     fingerprint = work_fingerprint(recipe, res)
     done = res.lake.shard_keys(BLOCKS)
     todo = [b for b in range(intake.blocks)

@@ -10,8 +10,9 @@ Claims: before doing any work a shard takes a lease on its key in the lake
 (`_leases/<key>/<generation>`, created only if absent, so of two claimants exactly one wins).
 The holder renews it while it works and releases it when done; a lease that is not renewed
 expires, and the next claimant takes the next generation. A shard whose key is leased by someone
-else waits until the lease is released or expires, then looks again: by then its work is usually
-landed and it pays for nothing. Two runs of one recipe on one lake therefore never pay for the
+else waits until the lease is released or expires (at once when its holder was a process of
+this host that is gone), then looks again: by then its work is usually landed and it pays for
+nothing. Two runs of one recipe on one lake therefore never pay for the
 same call twice, and a dead claimant's work is picked up after `LEASE_TTL_S`.
 
 Retries: the gateway retries requests (tenacity); Prefect retries a whole shard once, later, for
@@ -40,7 +41,8 @@ from tasks.reporting import Progress
 
 LEASE_TTL_S = 60.0
 LEASE_POLL_S = 0.5
-OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+HOST = socket.gethostname()
+OWNER = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def retry_unless_fatal(task, task_run, state) -> bool:
@@ -72,6 +74,23 @@ def _read_lease(lake: Lake, key: str, generation: str) -> dict:
         return {"owner": "?", "expires": 0.0}
 
 
+def _live(lease: dict) -> bool:
+    """Whether a lease still holds: not expired, and not held by a dead process of this host
+    (a crashed run's leases are taken over at once by the rerun on the same machine)."""
+    if lease["expires"] <= time.time():
+        return False
+    host, _, rest = str(lease["owner"]).partition(":")
+    pid = rest.split(":", 1)[0]
+    if host == HOST and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
+
+
 def try_lease(lake: Lake, key: str, ttl: float = LEASE_TTL_S) -> str | None:
     """Take the lease on `key` if nobody holds a live one; its generation, or None if held."""
     while True:
@@ -79,7 +98,7 @@ def try_lease(lake: Lake, key: str, ttl: float = LEASE_TTL_S) -> str | None:
         if generations:
             latest = generations[-1]
             lease = _read_lease(lake, key, latest)
-            if lease["expires"] > time.time() and lease["owner"] != OWNER:
+            if lease["owner"] != OWNER and _live(lease):
                 return None
             nxt = f"{int(latest) + 1:08d}"
         else:

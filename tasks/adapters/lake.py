@@ -1,6 +1,6 @@
 """The Parquet lake: immutable shards named by content key, on a local directory or S3 (fsspec).
 
-The lake is the source of truth (DESIGN.md, decision 2). Its root is a local directory (default
+The lake is the source of truth (docs/design.md#lake). Its root is a local directory (default
 `./data/lake`) or `s3://bucket/prefix`, reached through s3fs at any S3-compatible endpoint (AWS,
 MinIO, moto) given by the storage options. Layout: shards at `{root}/{table}/{key}.parquet`, and
 free-form objects (exports, manifests) at `{root}/{relpath}`.

@@ -91,6 +91,8 @@ class Gateway:
         self._usage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._in_flight: set[asyncio.Task] = set()
         self.fatal: FatalAPIError | None = None
+        self.fatal_at: float | None = None  # time.monotonic() of the first fatal error
+        self.last_sent_at: float | None = None  # time.monotonic() of the last request sent
 
     # -- public -------------------------------------------------------------------------------
     async def complete(self, request: ChatRequest) -> ChatResult:
@@ -131,7 +133,7 @@ class Gateway:
     def _abort(self, exc: FatalAPIError) -> None:
         """Stop paying: remember the error and cancel every call in flight (in every shard)."""
         if self.fatal is None:
-            self.fatal = exc
+            self.fatal, self.fatal_at = exc, time.monotonic()
         current = asyncio.current_task()
         for task in list(self._in_flight):
             if task is not current:
@@ -269,7 +271,10 @@ class Gateway:
             raise FatalAPIError(name, f"request too large: needs ~{reserved} tokens (prompt + max_tokens), "
                                       f"the limit is {limiter.tokens.per_minute} TPM")
         await limiter.admit(reserved)
-        started = time.monotonic()
+        if self.fatal is not None:  # stopped while this request waited for its turn
+            limiter.finish(reserved=reserved, used=None, latency=None)
+            raise self.fatal
+        started = self.last_sent_at = time.monotonic()
         used = latency = None
         try:
             try:

@@ -1,4 +1,5 @@
-"""The raw export: records in the exact UltraFeedback shape of SPEC §1, plus their Arrow schema.
+"""The raw export: records in the exact UltraFeedback shape (docs/datasets.md#schema) and their
+Arrow schema.
 
 One record per prompt that has at least one completion:
 `{source, instruction, models, completions[{model, principle, custom_system_prompt, response,
@@ -6,13 +7,13 @@ annotations{<aspect>: {...} | null}, critique, overall_score, fine-grained_score
 correct_answers, incorrect_answers}`.
 
 - `models` and `completions` are in plan rank order; a completion that failed for good is left
-  out (the released data also has rows with fewer than 4 completions, SPEC §4).
-- `annotations` holds the recipe's aspects (the four of SPEC §1, or `overall-rating` in that
+  out (the released data also has rows with fewer than 4 completions, docs/datasets.md#schema).
+- `annotations` holds the recipe's aspects (the four of docs/datasets.md#schema, or `overall-rating` in that
   mode); an aspect whose reply never parsed is `null`. `Type: None` is `["None"]` (see parse.py).
 - `critique` / `overall_score` are null when the critique pass is off or never parsed.
 - `fine-grained_score` = mean of the numeric `Rating`s, skipping `N/A` and unparsed aspects;
-  null when nothing was rated (SPEC §1: "can be NaN or None").
-- `correct_answers` / `incorrect_answers` are `["None"]` when the source has none (SPEC §1).
+  null when nothing was rated (docs/datasets.md#schema: "can be NaN or None").
+- `correct_answers` / `incorrect_answers` are `["None"]` when the source has none (docs/datasets.md#schema).
 - Records are sorted by prompt_id; with fixed inputs the JSONL text and Parquet bytes are fixed.
 
 `join_records` is the whole join from lake rows to records, and `summarize` the counts and

@@ -7,8 +7,9 @@ land only when their id is not in the lake yet; the paid stages land a job's row
 outcome is final (outcomes.py). Two tables are logs instead: `uf_failures` (one row per job whose
 call failed for good in some run; the next run retries it) and `uf_usage` (one row per shard,
 stage and model); `uf_quarantine` lands each distinct (origin, row, field, reason) once.
-`uf_members` lists the prompts of one intake (the sources as read by a run) with their block;
-`uf_blocks` marks a block whose every call is final under one work fingerprint.
+`uf_prompts` lands one shard per block of an intake (tasks/ultrafeedback/intake.py), which is
+also the block's membership list; `uf_blocks` marks a block whose every call is final under one
+work fingerprint.
 Schemas are explicit so that empty or all-null shards still have typed columns.
 """
 
@@ -50,19 +51,17 @@ _SCHEMAS = {
                            ("endpoint", _STR), ("requests", _INT), ("from_journal", _INT),
                            ("failed", _INT), ("prompt_tokens", _INT), ("completion_tokens", _INT),
                            ("cost_usd", _FLOAT)]),
-    "uf_members": pa.schema([("intake", _STR), ("block", _INT), ("prompt_id", _STR)]),
     "uf_blocks": pa.schema([("block_key", _STR), ("fingerprint", _STR), ("prompts", _INT)]),
 }
 _KEYS = {
     "uf_prompts": ("prompt_id",), "uf_quarantine": ("origin", "row", "field", "reason"),
     "uf_plan": ("completion_id",), "uf_completions": ("completion_id",),
     "uf_annotations": ("annotation_id", "completion_id"), "uf_critiques": ("critique_id",),
-    "uf_usage": ("shard", "stage", "model"), "uf_members": ("intake", "prompt_id"),
-    "uf_blocks": ("block_key", "fingerprint"),
+    "uf_usage": ("shard", "stage", "model"), "uf_blocks": ("block_key", "fingerprint"),
 }
 TABLES = Registry(TableSpec(name, schema, _KEYS.get(name, ())) for name, schema in _SCHEMAS.items())
 PROMPTS, QUARANTINE, PLAN = TABLES["uf_prompts"], TABLES["uf_quarantine"], TABLES["uf_plan"]
 COMPLETIONS, ANNOTATIONS = TABLES["uf_completions"], TABLES["uf_annotations"]
 CRITIQUES, FAILURES, USAGE = TABLES["uf_critiques"], TABLES["uf_failures"], TABLES["uf_usage"]
-MEMBERS, BLOCKS = TABLES["uf_members"], TABLES["uf_blocks"]
+BLOCKS = TABLES["uf_blocks"]
 
