@@ -54,6 +54,15 @@ def pool_file(tmp: Path, endpoints: dict[str, tuple[str, dict]], judge: str = "l
     return path
 
 
+def warm_up() -> None:
+    """Start Prefect (its temporary server, imports) before anything is timed."""
+    from prefect import flow
+
+    import flows.ultrafeedback  # noqa: F401
+
+    flow(name="warm-up")(lambda: None)()
+
+
 def run_flow(tmp: Path, recipe: Path, pool: Path):
     """One `ultrafeedback` flow run in this process, data under `tmp/data`; its result."""
     from flows.ultrafeedback import UltraFeedbackParams, ultrafeedback

@@ -25,7 +25,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.factory import pool_file, recipe_file, run_flow  # noqa: E402
+from benchmarks.factory import pool_file, recipe_file, run_flow, warm_up  # noqa: E402
 from benchmarks.simproc import simulator_process, stats  # noqa: E402
 
 LATENCY_S = 0.2
@@ -44,6 +44,7 @@ def main() -> None:
             simulator_process("unlimited", server) as gen_url, \
             simulator_process("unlimited", server) as judge_url:
         tmp_path = Path(tmp)
+        warm_up()
         recipe = recipe_file(tmp_path, args.prompts)
         pool = pool_file(tmp_path, {"local": (gen_url, limits), "judge": (judge_url, limits)},
                          judge="judge")

@@ -102,7 +102,6 @@ async def _dialogue_shard(res: Resources, recipe: UltraChatRecipe, openings_key_
             raise UltraforgeError(
                 f"dialogue shard {key[:12]}: {len(failed)} dialogues hit a request that failed "
                 f"after retries (first: {failed[0].error}); nothing landed, rerun to resume")
-        await asyncio.to_thread(res.journal.flush)
         usage = [u for role, results in sink.items()
                  for u in usage_of(role, results, res.pool.cost)]
         lake.write_shard(T_TURNS, key, [t.model_dump() | {"shard_key": key}

@@ -196,7 +196,6 @@ def make_openings(recipe: UltraChatRecipe, sector: Sector) -> dict[str, Any]:
     usage: list[UsageRow] = []
     if not lake.has_shard(T_OPENINGS, key):
         rows, results = run(opening_rows(res.gateway, recipe, sector, inputs))
-        res.journal.flush()
         usage = usage_of("opening_generator", results, res.pool.cost)
         lake.write_shard(T_USAGE, f"openings-{key}",
                          [sm.usage_row(u, key, "openings") for u in usage], USAGE_SCHEMA)

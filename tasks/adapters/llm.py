@@ -7,7 +7,7 @@ headers, adaptive concurrency where no headers come, `retry-after` honoured. Ret
 jittered exponential backoff; fatal ones (quota, request too large, any other 4xx) raise
 FatalAPIError naming the endpoint; a request the endpoint rejects on its own merits (context
 length, content filter) comes back as a ChatResult with `error` set. Every success is journaled
-before it is used (the journal commits in batches, see journal.py), and a request whose content
+before it is returned (group commits, see journal.py), and a request whose content
 key is journaled is never sent again; `complete_all` looks a whole batch up in one query.
 
 One Gateway serves a whole run in one process: every shard's requests go through it on one event
@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
+import httpx2
 import openai
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
@@ -165,7 +166,7 @@ class Gateway:
             return result.model_copy(update={"error": f"rejected: {exc}"})
         self._count(request.model, spec.endpoint, "paid", result)
         if self.journal is not None:
-            self.journal.put(result)
+            await self.journal.put(result)
         return result
 
     def _count(self, model: str, endpoint: str, outcome: str, paid: ChatResult | None = None) -> None:
@@ -249,8 +250,6 @@ class Gateway:
         return rows
 
     async def aclose(self) -> None:
-        if self.journal is not None:
-            await asyncio.to_thread(self.journal.flush)
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
@@ -258,9 +257,12 @@ class Gateway:
     # -- one HTTP attempt ---------------------------------------------------------------------
     def _client(self, name: str, endpoint: Endpoint) -> openai.AsyncOpenAI:
         if name not in self._clients:
+            # aiohttp as the transport: a third to a half of httpx's CPU per request here
+            # (benchmarks/factory_throughput.py prints both bare clients side by side)
             self._clients[name] = openai.AsyncOpenAI(
                 base_url=endpoint.base_url, api_key=self._keys.get(name) or "not-needed",
-                max_retries=0, timeout=endpoint.timeout_s)
+                max_retries=0, timeout=endpoint.timeout_s,
+                http_client=openai.DefaultAioHttpClient(timeout=endpoint.timeout_s))
         return self._clients[name]
 
     async def _send(self, name: str, endpoint: Endpoint, limiter: Limiter, api_model: str,
@@ -278,27 +280,28 @@ class Gateway:
         used = latency = None
         try:
             try:
-                raw = await self._client(name, endpoint).chat.completions.with_raw_response.create(
-                    model=api_model, messages=messages, **params)
-                completion = raw.parse()
-                choice = completion.choices[0]
+                # The client's own request path (auth, timeouts, error mapping), without its
+                # per-request typed-dict transform of the messages and model construction of
+                # the reply: together they cost about as much as the HTTP exchange itself.
+                raw = await self._client(name, endpoint).post(
+                    "/chat/completions", cast_to=httpx2.Response,
+                    body={"model": api_model, "messages": messages, **params})
+                text, finish_reason, usage = _reply(raw.json())
             except openai.APIStatusError as exc:
                 limiter.observe(exc.response.headers)
                 self._raise_classified(name, exc, limiter)
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 raise RetryableAPIError(f"{type(exc).__name__}: {_root_cause(exc)}") from None
-            except (openai.APIResponseValidationError, IndexError, AttributeError, ValueError) as exc:
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
                 raise RetryableAPIError(f"malformed response: {type(exc).__name__}: {exc}") from None
             latency = time.monotonic() - started
             limiter.observe(raw.headers)
-            usage = completion.usage
-            used = usage.total_tokens if usage else None
+            used = usage.prompt_tokens + usage.completion_tokens
         finally:
             limiter.finish(reserved=reserved, used=used, latency=latency)
-        result.text = choice.message.content
-        result.finish_reason = choice.finish_reason
-        result.usage = Usage(prompt_tokens=usage.prompt_tokens if usage else 0,
-                             completion_tokens=usage.completion_tokens if usage else 0)
+        result.text = text
+        result.finish_reason = finish_reason
+        result.usage = usage
         result.latency_s = round(latency, 4)
 
     def _raise_classified(self, name: str, exc: openai.APIStatusError, limiter: Limiter) -> NoReturn:
@@ -326,6 +329,19 @@ class Gateway:
             if key:
                 text = text.replace(key, "***")
         return text
+
+
+def _reply(body: Any) -> tuple[str | None, str | None, Usage]:
+    """(text, finish reason, usage) of a chat.completion body; KeyError/IndexError/TypeError/
+    ValueError when it is not one (a malformed body, retried)."""
+    choice = body["choices"][0]
+    text = choice["message"].get("content")
+    if text is not None and not isinstance(text, str):
+        raise TypeError(f"message content is {type(text).__name__}, not a string")
+    usage = body.get("usage") or {}
+    return text, choice.get("finish_reason"), Usage(
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0))
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Client-side pacing for one (endpoint, model): RPM/TPM buckets, header corrections, AIMD concurrency.
+"""Client-side pacing for one (endpoint, model): RPM/TPM buckets, header corrections, adaptive concurrency.
 
 One Limiter per (endpoint, api model) per process, shared by every gateway in it (Prefect runs
 shard tasks in threads, each with its own event loop), so state is guarded by threading locks and
@@ -8,11 +8,12 @@ waiters are woken on their own loop.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from tasks.core.pool import Limits
 
@@ -20,10 +21,19 @@ from tasks.core.pool import Limits
 # enforce limits per second or finer (OPENAI-API.md §3), so a full-minute burst would 429.
 SAFETY = 0.98
 BURST_S = 0.5
-# Queueing shows as latency: back off when the average latency doubles over the best seen, by
-# more than a slack that keeps client-side jitter on near-zero-latency endpoints from counting.
-LATENCY_GROWTH = 2.0
-LATENCY_SLACK_S = 0.1
+# Adaptive concurrency, where an endpoint publishes no limits (vLLM, Ollama, TGI). Latency alone
+# cannot tell queueing from batching: a vLLM server with every slot busy answers ~3x slower than
+# with one request, yet serves more per second. Throughput can: by Little's law it is requests in
+# flight / latency, and past the knee (every server slot busy) more in flight only queue. So rounds
+# of replies measure it, KneeSearch climbs to the knee, and the limit runs HEADROOM above it so
+# the slots never idle while replies travel; a 429/503 lowers and caps it for a while.
+HEADROOM = 1.25  # and at least 2 more than the knee
+PROBE_UP, PROBE_DOWN = 1.25, 0.8
+GAIN = 0.25  # a probe counts when throughput moves by at least this share of the proportional change
+ROUND_SUCCESSES = 16  # a round measures max(16, 2 x limit) successes
+SATURATED = 0.9  # a round with fewer in flight on average than this share of the limit is void
+RESEARCH_ROUNDS = 8  # operating rounds before the knee is searched again
+OVERLOAD_DECREASE = 0.9  # an overload caps the limit there; the cap rises ~6% a round after
 _GO_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 
@@ -71,10 +81,13 @@ class Bucket:
 
 
 class AdaptiveSlots:
-    """A cross-thread semaphore whose size can change (AIMD)."""
+    """A cross-thread semaphore whose size can change; it integrates requests in flight over time
+    (`area`), so a round's average in flight is known without sampling."""
 
-    def __init__(self, limit: int, ceiling: int):
+    def __init__(self, limit: int, ceiling: int, clock: Callable[[], float] = time.monotonic):
         self.limit, self.ceiling, self.in_flight = limit, ceiling, 0
+        self._clock = clock
+        self._area, self._stamp = 0.0, clock()
         self._lock = threading.Lock()
         self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = deque()
 
@@ -82,7 +95,7 @@ class AdaptiveSlots:
         loop = asyncio.get_running_loop()
         with self._lock:
             if self.in_flight < self.limit and not self._waiters:
-                self.in_flight += 1
+                self._add(1)
                 return
             fut = loop.create_future()
             self._waiters.append((loop, fut))
@@ -95,7 +108,7 @@ class AdaptiveSlots:
 
     def release(self) -> None:
         with self._lock:
-            self.in_flight -= 1
+            self._add(-1)
             self._wake()
 
     def resize(self, limit: int) -> None:
@@ -103,12 +116,24 @@ class AdaptiveSlots:
             self.limit = max(1, min(self.ceiling, limit))
             self._wake()
 
+    def area(self) -> float:
+        """Request-seconds in flight since creation."""
+        with self._lock:
+            now = self._clock()
+            return self._area + self.in_flight * (now - self._stamp)
+
+    def _add(self, delta: int) -> None:
+        now = self._clock()
+        self._area += self.in_flight * (now - self._stamp)
+        self._stamp = now
+        self.in_flight += delta
+
     def _wake(self) -> None:
         while self._waiters and self.in_flight < self.limit:
             loop, fut = self._waiters.popleft()
             if fut.done():
                 continue
-            self.in_flight += 1
+            self._add(1)
             loop.call_soon_threadsafe(self._hand_over, fut)
 
     def _hand_over(self, fut: asyncio.Future) -> None:
@@ -118,24 +143,112 @@ class AdaptiveSlots:
             fut.set_result(None)
 
 
+class KneeSearch:
+    """The concurrency limit for an endpoint that publishes no limits, from one throughput
+    measurement (requests/s) per round at the current limit.
+
+    It looks for the knee, the fewest requests in flight that get the endpoint's full throughput:
+    a reference round, then 25% more in flight, climbing on while throughput grows by at least
+    GAIN of the proportional gain; if the very first step up gained nothing the knee may lie lower,
+    so down by 20% while throughput holds. It then operates HEADROOM above the knee (and at least
+    two requests above it, where one more in flight is a big step) and searches
+    again from the knee every RESEARCH_ROUNDS rounds (the endpoint or the request mix may change).
+    An overload (429/503) lowers the limit by OVERLOAD_DECREASE and caps it there; each round
+    after raises the cap by ~6%, so a stray 503 does not ratchet the limit down for good.
+    """
+
+    def __init__(self, start: int, ceiling: int):
+        self.ceiling = ceiling
+        self.limit = max(1, min(start, ceiling))
+        self.cap = ceiling
+        self.knee: int | None = None
+        self.phase = "measure"  # measure → up (→ up ...) [→ down (→ down ...)] → operate
+        self._ref = (self.limit, 0.0)  # (limit, rate) the running probe is compared with
+        self._climbed = False
+        self._rounds = 0  # rounds operated since the last search
+
+    def round(self, rate: float) -> int:
+        """A round at `self.limit` served `rate` requests/s; returns the limit for the next one."""
+        n, (ref_n, ref_rate) = self.limit, self._ref
+        self.cap = min(self.ceiling, self.cap + max(1, self.cap // 16))  # an overload's cap wears off
+        if self.phase == "measure":
+            self._ref, self._climbed = (n, rate), False
+            return self._up(n)
+        if self.phase == "up":
+            if rate >= ref_rate * (1 + GAIN * (n / ref_n - 1)):  # the extra requests paid: climb on
+                self._ref, self._climbed = (n, rate), True
+                return self._up(n)
+            return self._settle(ref_n) if self._climbed else self._down(ref_n)
+        if self.phase == "down":
+            if rate >= ref_rate * (1 - GAIN * (1 - n / ref_n)):  # fewer cost nothing: they queued
+                self._ref = (n, rate)
+                return self._down(n)
+            return self._settle(ref_n)
+        self._rounds += 1
+        if self._rounds >= RESEARCH_ROUNDS and self.knee is not None:
+            return self._go("measure", self.knee)
+        return self._go("operate", self._operating())
+
+    def overloaded(self, storm: bool = False) -> int:
+        """The endpoint refused work at this limit: lower it (halve it in a `storm`, when refusals
+        outnumber successes) and cap it there. A knee found below stands; otherwise the knee is
+        searched again from the lowered limit."""
+        factor = 0.5 if storm else OVERLOAD_DECREASE
+        lowered = max(1, min(self.limit - 1, math.floor(self.limit * factor)))
+        self.cap, self._rounds = lowered, 0
+        if self.knee is not None and self.knee <= lowered:
+            return self._go("operate", lowered)
+        self.knee = None
+        return self._go("measure", lowered)
+
+    def _up(self, n: int) -> int:
+        target = max(n + 1, round(n * PROBE_UP))
+        if target > min(self.cap, self.ceiling):  # no room for a whole step (smaller ones are noise)
+            return self._settle(n) if self._climbed else self._down(n)
+        return self._go("up", target)
+
+    def _down(self, n: int) -> int:
+        target = max(1, min(n - 1, round(n * PROBE_DOWN)))
+        return self._settle(n) if target >= n else self._go("down", target)
+
+    def _settle(self, knee: int) -> int:
+        self.knee, self._rounds = knee, 0
+        return self._go("operate", self._operating())
+
+    def _operating(self) -> int:
+        knee = self.knee or self.limit
+        return max(1, min(self.cap, self.ceiling, max(knee + 2, math.ceil(knee * HEADROOM))))
+
+    def _go(self, phase: str, limit: int) -> int:
+        self.phase, self.limit = phase, limit
+        return limit
+
+
 class Limiter:
     """Admission control for one (endpoint, model)."""
 
-    def __init__(self, limits: Limits):
+    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic):
         self._lock = threading.Lock()
+        self._clock = clock
         self.requests = Bucket(limits.rpm) if limits.rpm else None
         self.tokens = Bucket(limits.tpm) if limits.tpm else None
         self.refunds = limits.refund_unused_tokens
         # Endpoints that publish limits get the full ceiling; the others start low and adapt.
         self.adaptive = not (limits.rpm or limits.tpm)
         start = limits.initial_concurrency if self.adaptive else limits.max_concurrency
-        self.slots = AdaptiveSlots(min(start, limits.max_concurrency), limits.max_concurrency)
+        self.slots = AdaptiveSlots(min(start, limits.max_concurrency), limits.max_concurrency, clock)
+        self.search = KneeSearch(self.slots.limit, limits.max_concurrency)
         self.paused_until = 0.0
-        self._successes = 0
-        self._last_decrease = 0.0
-        self._latency_floor: float | None = None
+        self._last_decrease = -math.inf
+        self._since_decrease = [0, 0]  # successes, overloads
+        self._in_flight_at_decrease = 0
         self._latency_avg = 0.0
-        self._floor_stamp = time.monotonic()
+        # A round: skip the replies of requests admitted under the previous limit (at the start,
+        # the first wave, which found the endpoint idle), then measure successes.
+        self._skip = self.slots.limit
+        self._measured = 0
+        self._latency_sum = 0.0
+        self._round_start = (clock(), 0.0)  # (time, slots.area()) when measuring began
 
     async def admit(self, tokens: int) -> None:
         """Wait until a request costing `tokens` (prompt estimate + max_tokens) may be sent.
@@ -161,33 +274,55 @@ class Limiter:
             await asyncio.sleep(wait)
 
     def finish(self, *, reserved: int, used: int | None, latency: float | None) -> None:
-        """Release the slot; on success (`latency` set) grow concurrency and refund tokens."""
+        """Release the slot; refund unused tokens; a success (`latency` set) feeds the round."""
         self.slots.release()
-        now = time.monotonic()
         with self._lock:
             if used is not None and self.refunds and self.tokens and used < reserved:
-                self.tokens.refund(reserved - used, now)
-            if latency is None:
+                self.tokens.refund(reserved - used, time.monotonic())
+            if latency is None or not self.adaptive:
                 return
-            if self._latency_floor is None:
-                self._latency_floor = self._latency_avg = latency
-            # the floor drifts up 2%/s so a permanently slower endpoint becomes the new normal
-            drift = 1 + 0.02 * max(0.0, now - self._floor_stamp)
-            self._floor_stamp = now
-            self._latency_floor = min(latency, self._latency_floor * drift)
-            self._latency_avg = 0.8 * self._latency_avg + 0.2 * latency
-            if self.adaptive and self._latency_avg > (LATENCY_GROWTH * self._latency_floor
-                                                      + LATENCY_SLACK_S):
-                self._decrease_locked(now)
+            self._since_decrease[0] += 1
+            self._latency_avg = 0.9 * self._latency_avg + 0.1 * latency if self._latency_avg else latency
+            if self._skip:
+                self._skip -= 1
+                if not self._skip:
+                    self._restart_round()
                 return
-            self._successes += 1
-            if self._successes >= self.slots.limit and self.slots.limit < self.slots.ceiling:
-                self._successes = 0
-                self.slots.resize(self.slots.limit + 1)
+            self._measured += 1
+            self._latency_sum += latency
+            if self._measured >= max(ROUND_SUCCESSES, 2 * self.slots.limit):
+                self._end_round()
+
+    def _end_round(self) -> None:
+        """Throughput by Little's law (average in flight / average latency), if the limit bound."""
+        now, area = self._clock(), self.slots.area()
+        start, start_area = self._round_start
+        in_flight = (area - start_area) / (now - start) if now > start else 0.0
+        latency = self._latency_sum / self._measured
+        limit = self.slots.limit
+        if in_flight >= SATURATED * limit and latency > 0:
+            self._set_limit(self.search.round(in_flight / latency))
+        else:  # too few requests to fill the limit: the round says nothing about the endpoint
+            self._restart_round()
+
+    def _set_limit(self, limit: int) -> None:
+        if limit != self.slots.limit:
+            self._skip = self.slots.in_flight  # their replies reflect the old limit
+            self.slots.resize(limit)
+        if not self._skip:
+            self._restart_round()
+        else:
+            self._measured, self._latency_sum = 0, 0.0
+
+    def _restart_round(self) -> None:
+        self._measured, self._latency_sum = 0, 0.0
+        self._round_start = (self._clock(), self.slots.area())
 
     def overloaded(self, retry_after: float | None) -> None:
-        """A 429/503 came back: stop admitting for `retry_after`; halve concurrency (AIMD) where
-        no rate limits are known (with known limits the buckets, drained here, do the pacing)."""
+        """A 429/503 came back: stop admitting for `retry_after`; where no rate limits are known,
+        lower the concurrency (once per burst; harder when refusals outnumbered successes since
+        the last time). With known limits the buckets,
+        drained here, do the pacing."""
         now = time.monotonic()
         with self._lock:
             for bucket in (self.requests, self.tokens):
@@ -195,14 +330,18 @@ class Limiter:
                     bucket.drain(now)
             if retry_after:
                 self.paused_until = max(self.paused_until, now + retry_after)
-            if self.adaptive:
-                self._decrease_locked(now)
-
-    def _decrease_locked(self, now: float) -> None:
-        if now - self._last_decrease > 1.0:  # at most once per second: one signal per burst
-            self._last_decrease = now
-            self._successes = 0
-            self.slots.resize(self.slots.limit // 2)
+            if not self.adaptive:
+                return
+            self._since_decrease[1] += 1
+            oks, overloads = self._since_decrease
+            clock = self._clock()
+            # One decrease per burst: the requests in flight at the last one may still be refused;
+            # more refusals than that mean the lowered limit is still too high.
+            if (clock - self._last_decrease > max(1.0, self._latency_avg)
+                    or overloads > self._in_flight_at_decrease):
+                self._last_decrease, self._since_decrease = clock, [0, 0]
+                self._in_flight_at_decrease = self.slots.in_flight + 1
+                self._set_limit(self.search.overloaded(storm=overloads > oks))
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Correct budgets from `x-ratelimit-*` headers (limits learnt, pause when exhausted)."""
@@ -226,15 +365,17 @@ class Limiter:
                     self.paused_until = max(self.paused_until, now + reset)
 
 
-_LIMITERS: dict[tuple[str, str, str], Limiter] = {}
+_LIMITERS: dict[tuple, Limiter] = {}
 _LIMITERS_LOCK = threading.Lock()
 
 
 def limiter_for(base_url: str, api_model: str, limits: Limits, account: str = "") -> Limiter:
-    """The process-wide Limiter for (endpoint URL, api model, account): limits are per model per
-    account, and `account` (a fingerprint of the API key, never the key) keeps two keys apart."""
+    """The process-wide Limiter for (endpoint URL, api model, account, configured limits): limits
+    are per model per account, and `account` (a fingerprint of the API key, never the key) keeps
+    two keys apart; two pools configuring different limits for one endpoint get a limiter each
+    rather than silently sharing whichever was made first."""
+    key = (base_url, api_model, account, tuple(sorted(limits.model_dump().items())))
     with _LIMITERS_LOCK:
-        key = (base_url, api_model, account)
         if key not in _LIMITERS:
             _LIMITERS[key] = Limiter(limits)
         return _LIMITERS[key]

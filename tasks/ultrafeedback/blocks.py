@@ -231,7 +231,6 @@ async def _run_block(res: Resources, recipe: UltraFeedbackRecipe, intake: str, b
         out = _Outputs()
         await asyncio.gather(*(_prompt(res.gateway, recipe, p, items, landed, out)
                                for p, items in zip(prompts, plans, strict=True)))
-        await asyncio.to_thread(res.journal.flush)
         usage = [u for stage, results in out.results.items()
                  for u in usage_of(stage, results, res.pool.cost)]
         plan = [it for items in plans for it in items]
