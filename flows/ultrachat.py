@@ -26,8 +26,9 @@ from tasks.core.ultrachat.dialogue import shard_plan
 from tasks.core.ultrachat.recipe import UltraChatRecipe, check_against_pool, load_ultrachat_recipe
 from tasks.reporting import markdown_table, publish_summary, write_manifest
 from tasks.shards import run_shards
-from tasks.ultrachat import export_dialogues, filter_dialogues, run_dialogue_shard
-from tasks.ultrachat_openings import dry_run_plan, make_openings
+from tasks.ultrachat.dialogues import run_dialogue_shard
+from tasks.ultrachat.export import export_dialogues, filter_dialogues
+from tasks.ultrachat.openings import dry_run_plan, make_openings
 
 
 class UltraChatParams(BaseModel):

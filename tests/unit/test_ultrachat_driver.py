@@ -9,7 +9,7 @@ from tasks.core.chat import ChatResult, Usage
 from tasks.core.ultrachat.dialogue import DialogueState
 from tasks.core.ultrachat.openings import Opening
 from tasks.core.ultrachat.recipe import UltraChatRecipe
-from tasks.ultrachat import grow_dialogues
+from tasks.ultrachat.dialogues import grow_dialogues
 
 RECIPE = UltraChatRecipe(seed=1)
 

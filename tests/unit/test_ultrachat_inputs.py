@@ -5,7 +5,7 @@ import pytest
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.settings import RECIPES_DIR
 from tasks.core.ultrachat.recipe import load_ultrachat_recipe
-from tasks.ultrachat_openings import sector_inputs
+from tasks.ultrachat.openings import sector_inputs
 
 RECIPE = RECIPES_DIR / "ultrachat.yaml"
 TEXT = "Rain falls on the roof of the old house. " * 8

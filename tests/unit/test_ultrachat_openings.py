@@ -155,7 +155,7 @@ class ScriptedGateway:
 def test_expansions_that_repeat_selected_openings_or_each_other_are_not_selected():
     import asyncio
 
-    from tasks.ultrachat_openings import opening_rows
+    from tasks.ultrachat.openings import opening_rows
 
     poem, story = INSTRUCTIONS["poem"], INSTRUCTIONS["story"]
     script = {poem[0]: LONG,
