@@ -23,7 +23,6 @@ import asyncio
 import hashlib
 import re
 import time
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
@@ -89,7 +88,6 @@ class Gateway:
         self._accounts = {name: hashlib.sha256(key.encode()).hexdigest()[:16]
                           for name, key in api_keys.items() if key}
         self._clients: dict[str, openai.AsyncOpenAI] = {}
-        self._usage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self._in_flight: set[asyncio.Task] = set()
         self.fatal: FatalAPIError | None = None
         self.fatal_at: float | None = None  # time.monotonic() of the first fatal error
@@ -170,18 +168,13 @@ class Gateway:
         return result
 
     def _count(self, model: str, endpoint: str, outcome: str, paid: ChatResult | None = None) -> None:
-        """One request's outcome, into this gateway's usage and the process-wide metrics."""
+        """One request's outcome, into the process-wide metrics (the accounting that lands is
+        tasks/core/usage.py, from the results)."""
         metrics.CALLS.labels(model, endpoint, outcome).inc()
-        stats = self._usage[model]
         if paid is None:
-            stats["from_journal" if outcome == "journal" else "failed"] += 1
             return
         pt, ct = paid.usage.prompt_tokens, paid.usage.completion_tokens
         cost = self.pool.cost(model, pt, ct)
-        stats["requests"] += 1
-        stats["prompt_tokens"] += pt
-        stats["completion_tokens"] += ct
-        stats["cost_usd"] += cost
         metrics.TOKENS.labels(model, "prompt").inc(pt)
         metrics.TOKENS.labels(model, "completion").inc(ct)
         metrics.COST.labels(model).inc(cost)
@@ -233,21 +226,6 @@ class Gateway:
                                           f"{_root_cause(exc)}") from None
 
         await asyncio.gather(*(check(n) for n in names))
-
-    def usage(self) -> list[dict[str, Any]]:
-        """Per model: requests paid, journal hits, failures, tokens and cost (USD)."""
-        rows = []
-        for model, s in sorted(self._usage.items()):
-            spec = self.pool.models[model]
-            rows.append({
-                "model": model, "api_model": self.pool.api_model(model),
-                "endpoint": spec.endpoint, "requests": int(s["requests"]),
-                "from_journal": int(s["from_journal"]), "failed": int(s["failed"]),
-                "prompt_tokens": int(s["prompt_tokens"]),
-                "completion_tokens": int(s["completion_tokens"]),
-                "cost_usd": round(s["cost_usd"], 6),
-            })
-        return rows
 
     async def aclose(self) -> None:
         for client in self._clients.values():

@@ -21,6 +21,7 @@ from tasks.adapters.llm import Gateway, resolve_api_keys
 from tasks.adapters.ratelimit import limiter_for
 from tasks.core.chat import ChatRequest
 from tasks.core.pool import PoolConfig
+from tasks.core.usage import usage_of
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"latency.ttft_s": 0.02, "latency.per_token_s": 0, "latency.jitter": 0.2}
@@ -58,13 +59,13 @@ def test_completes_everything_through_limits_and_faults(make_simulator, tmp_path
     assert stats["by_outcome"]["ok"] == 150 and stats["ok_repeats"] == 0
     assert stats["by_outcome"]["injected_429"] > 0  # faults really happened and were retried
     assert sum(r.attempts for r in results) == stats["requests"]
-    usage = gateway.usage()[0]
+    [usage] = usage_of("test", results, gateway.pool.cost)
     sim_model = stats["by_model"]["m"]
-    assert usage["requests"] == 150
-    assert usage["prompt_tokens"] == sim_model["prompt_tokens"]
-    assert usage["completion_tokens"] == sim_model["completion_tokens"]
-    expected = (usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0) / 1e6
-    assert usage["cost_usd"] == pytest.approx(expected, rel=1e-6)
+    assert usage.requests == 150
+    assert usage.prompt_tokens == sim_model["prompt_tokens"]
+    assert usage.completion_tokens == sim_model["completion_tokens"]
+    expected = (usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0) / 1e6
+    assert usage.cost_usd == pytest.approx(expected, rel=1e-6)
 
 
 def metric(name: str, **labels: str) -> float:
@@ -82,7 +83,8 @@ def test_journal_hits_are_not_sent_again_and_metrics_tell_paid_from_replayed(sim
     assert simulator.stats()["requests"] == 20
     assert all(r.from_journal for r in second)
     assert [r.text for r in first] == [r.text for r in second]
-    assert again.usage()[0]["from_journal"] == 20 and again.usage()[0]["requests"] == 0
+    [usage] = usage_of("test", second, again.pool.cost)
+    assert usage.from_journal == 20 and usage.requests == 0
     assert metric("ultraforge_llm_calls_total", model="m", endpoint="sim", outcome="paid") == paid0 + 20
     assert metric("ultraforge_llm_calls_total", model="m", endpoint="sim",
                   outcome="journal") == replay0 + 20

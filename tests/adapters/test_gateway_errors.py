@@ -23,6 +23,7 @@ from tasks.adapters.llm import Gateway
 from tasks.adapters.ratelimit import limiter_for
 from tasks.core.chat import ChatRequest
 from tasks.core.pool import PoolConfig
+from tasks.core.usage import usage_of
 
 KEY = "sk-test-SECRET-9876543210"
 OK = (200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
@@ -141,7 +142,7 @@ def test_exhausted_retries_come_back_as_an_error_and_are_not_journaled(server, t
     result = complete(gateway)
     assert not result.ok and "gave up after 3 attempts" in result.error
     assert server.requests == 3 and len(gateway.journal) == 0 and slots_in_use(gateway) == 0
-    assert gateway.usage()[0]["failed"] == 1
+    assert usage_of("test", [result], gateway.pool.cost)[0].failed == 1
 
 
 def test_a_request_rejected_on_its_own_merits_is_recorded_not_fatal(server, tmp_path):
