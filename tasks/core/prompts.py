@@ -15,7 +15,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 def _env() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=False,
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
-                              trim_blocks=True, lstrip_blocks=True)
+                              trim_blocks=True, lstrip_blocks=True,
+                              auto_reload=False)  # templates are package data: no stat per render
 
 
 def render(path: str, **values: object) -> str:
