@@ -189,6 +189,7 @@ class Lake:
                 yield f
             except BaseException:
                 f.discard()  # abort the upload: nothing appears
+                f.closed = True  # (discard leaves it open, and closing it later would upload)
                 raise
             f.close()
             return
