@@ -62,7 +62,7 @@ def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any]:
     recipe = params.load()
     run(res.gateway.preflight(recipe.models.model_dump().values()))
     openings = [f.result() for f in [make_openings.submit(recipe, n) for n, _ in recipe.enabled()]]
-    jobs = shard_plan([(o["key"], o["selected"]) for o in openings], recipe.dialogue.shard_size)
+    jobs = shard_plan([(o.key, o.selected) for o in openings], recipe.dialogue.shard_size)
 
     started = time.monotonic()
     shards = run_shards([partial(run_dialogue_shard.submit, recipe, *job) for job in jobs],
@@ -71,10 +71,10 @@ def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any]:
 
     keys = [s.key for s in shards]
     filtered = filter_dialogues(recipe, keys)
-    exported = export_dialogues(recipe, filtered["key"], keys)
+    exported = export_dialogues(recipe, filtered.key, keys)
 
     counts, tables = sm.run_report(openings, shards, filtered, exported, elapsed)
     publish_summary(sm.artifact_key(recipe.name),
                     sm.run_markdown(recipe.name, counts, tables, markdown_table), tables)
     manifest = write_manifest(res, "ultrachat", recipe, counts)
-    return {**counts, "exports": exported["paths"], "manifest": manifest, "tables": tables}
+    return {**counts, "exports": exported.paths, "manifest": manifest, "tables": tables}

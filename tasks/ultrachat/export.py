@@ -7,8 +7,6 @@ shards and the filter settings), so a rerun lands nothing new and writes the sam
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 
 from tasks.adapters.lake import Lake, parquet_bytes
@@ -38,7 +36,7 @@ def _dialogue_records(lake: Lake, keys: list[str]) -> list[DialogueRecord]:
 
 
 @task(name="ultrachat-filter", **SHARD_TASK)
-def filter_dialogues(recipe: UltraChatRecipe, dialogue_keys: list[str]) -> dict[str, Any]:
+def filter_dialogues(recipe: UltraChatRecipe, dialogue_keys: list[str]) -> sm.FilterSummary:
     """Apply the filters to every dialogue of the run; land rejects (with reasons) and the kept
     list with export ids. Returns the summary tables."""
     lake = current().lake
@@ -52,15 +50,16 @@ def filter_dialogues(recipe: UltraChatRecipe, dialogue_keys: list[str]) -> dict[
         lake.write_shard(T_KEPT, key, [{"dialogue_id": d.dialogue_id, "export_id": i,
                                         "sector": d.sector, "rounds": d.rounds, "filter_key": key}
                                        for i, d in ex.ordered(kept)], KEPT_SCHEMA)
-    return {"key": key, "dialogues": len(dialogues), "kept": len(kept), "rejected": len(rejects),
-            "by_sector": sm.by_sector(dialogues, kept, rejects),
-            "rounds": sm.rounds_histogram(kept), "stop_reasons": sm.stop_reasons(dialogues),
-            "reject_reasons": reject_rates(rejects, len(dialogues))}
+    return sm.FilterSummary(key=key, dialogues=len(dialogues), kept=len(kept),
+                            rejected=len(rejects), by_sector=sm.by_sector(dialogues, kept, rejects),
+                            rounds=sm.rounds_histogram(kept),
+                            stop_reasons=sm.stop_reasons(dialogues),
+                            reject_reasons=reject_rates(rejects, len(dialogues)))
 
 
 @task(name="ultrachat-export", **SHARD_TASK)
 def export_dialogues(recipe: UltraChatRecipe, filter_key: str,
-                     dialogue_keys: list[str]) -> dict[str, Any]:
+                     dialogue_keys: list[str]) -> sm.ExportSummary:
     """Write the raw export (JSONL + Parquet) and the messages rows; refresh warehouse views."""
     res = current()
     lake = res.lake
@@ -77,4 +76,4 @@ def export_dialogues(recipe: UltraChatRecipe, filter_key: str,
     }
     with res.warehouse() as wh:
         views = wh.refresh_views(TABLES)
-    return {"count": len(raw), "paths": paths, "views": views}
+    return sm.ExportSummary(count=len(raw), paths=paths, views=views)

@@ -187,7 +187,7 @@ async def opening_rows(gw: Gateway, recipe: UltraChatRecipe, sector: Sector,
 
 
 @task(name="ultrachat-openings", **SHARD_TASK)
-def make_openings(recipe: UltraChatRecipe, sector: Sector) -> dict[str, Any]:
+def make_openings(recipe: UltraChatRecipe, sector: Sector) -> sm.OpeningsSummary:
     """Generate, deduplicate and select one sector's openings; land them (idempotent)."""
     res = current()
     lake = res.lake
@@ -206,6 +206,7 @@ def make_openings(recipe: UltraChatRecipe, sector: Sector) -> dict[str, Any]:
         get_run_logger().warning(
             "%s: only %d of %d openings after dedup; raise the generation sizes or oversample",
             sector, selected, recipe.sector(sector).dialogues)
-    return {"sector": sector, "key": key, "selected": selected, "candidates": len(statuses),
-            "wanted": recipe.sector(sector).dialogues,
-            "duplicates": sum(s.endswith("duplicate") for s in statuses), "usage": usage}
+    return sm.OpeningsSummary(sector=sector, key=key, selected=selected,
+                              candidates=len(statuses), wanted=recipe.sector(sector).dialogues,
+                              duplicates=sum(s.endswith("duplicate") for s in statuses),
+                              usage=usage)

@@ -8,11 +8,52 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from tasks.core.shards import ShardSummary
 from tasks.core.ultrachat.dialogue import STOP_REASONS, DialogueRecord
 from tasks.core.ultrachat.filters import Reject
 from tasks.core.ultrachat.recipe import SECTORS
 from tasks.core.usage import UsageRow, merge_usage
+
+
+class OpeningsSummary(BaseModel):
+    """What a sector's openings task returns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sector: str
+    key: str
+    selected: int
+    candidates: int
+    wanted: int
+    duplicates: int
+    usage: list[UsageRow]
+
+
+class FilterSummary(BaseModel):
+    """What the filter task returns: counts and the summary tables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    dialogues: int
+    kept: int
+    rejected: int
+    by_sector: list[dict[str, Any]]
+    rounds: list[dict[str, Any]]
+    stop_reasons: list[dict[str, Any]]
+    reject_reasons: list[dict[str, Any]]
+
+
+class ExportSummary(BaseModel):
+    """What the export task returns: records written, their URLs, the views refreshed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int
+    paths: dict[str, str]
+    views: list[str]
 
 
 def by_sector(dialogues: list[DialogueRecord], kept: list[DialogueRecord],
@@ -64,24 +105,24 @@ def run_markdown(name: str, counts: dict[str, Any], tables: dict[str, list[dict[
     return "".join(parts)
 
 
-def run_report(openings: list[dict[str, Any]], shards: list[ShardSummary],
-               filtered: dict[str, Any], exported: dict[str, Any],
+def run_report(openings: list[OpeningsSummary], shards: list[ShardSummary],
+               filtered: FilterSummary, exported: ExportSummary,
                dialogue_seconds: float) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """(counts, tables) of a run from the openings, dialogue-shard, filter and export summaries.
 
     Throughput counts only the shards that did work in this run (a replayed shard has no usage).
     """
-    merged = merge_usage([*(u for o in openings for u in o["usage"]),
+    merged = merge_usage([*(u for o in openings for u in o.usage),
                           *(u for s in shards for u in s.usage)])
     usage = [{"role": u.stage, **u.model_dump(exclude={"stage"})} for u in merged]
     speed = throughput(sum(s.items for s in shards if s.usage),
                        sum(u.requests for s in shards for u in s.usage), dialogue_seconds)
-    counts = {"dialogues": filtered["dialogues"], "kept": filtered["kept"],
-              "rejected": filtered["rejected"], "exported": exported["count"], **speed}
-    tables = {"openings": [{k: o[k] for k in ("sector", "wanted", "selected", "candidates",
-                                              "duplicates")} for o in openings],
-              "dialogues-by-sector": filtered["by_sector"], "rounds-histogram": filtered["rounds"],
-              "stop-reasons": filtered["stop_reasons"], "reject-reasons": filtered["reject_reasons"],
+    counts = {"dialogues": filtered.dialogues, "kept": filtered.kept,
+              "rejected": filtered.rejected, "exported": exported.count, **speed}
+    tables = {"openings": [o.model_dump(include={"sector", "wanted", "selected", "candidates",
+                                                 "duplicates"}) for o in openings],
+              "dialogues-by-sector": filtered.by_sector, "rounds-histogram": filtered.rounds,
+              "stop-reasons": filtered.stop_reasons, "reject-reasons": filtered.reject_reasons,
               "usage-by-role": usage}
     return counts, tables
 
