@@ -65,7 +65,7 @@ async def _measured(base_url: str, go) -> dict:
     elapsed, cpu = time.monotonic() - t0, _cpu() - cpu0
     after = stats(base_url)
     sent = after["requests"] - before["requests"]
-    e503 = after["by_outcome"]["error_503"] - before["by_outcome"]["error_503"]
+    e503 = sum(after["by_outcome"][k] - before["by_outcome"][k] for k in ("queue_full", "error_503"))
     usage = after["by_model"][MODEL]["completion_tokens"] - before["by_model"].get(MODEL, {}).get(
         "completion_tokens", 0)
     oks = after["by_model"][MODEL]["ok"] - before["by_model"].get(MODEL, {}).get("ok", 0)

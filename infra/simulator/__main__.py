@@ -7,11 +7,11 @@ import sys
 
 from infra.simulator.config import preset_names
 from infra.simulator.server import serve
-from tasks.adapters.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments and serve until interrupted; a config error is one line and exit 1."""
+    """Parse arguments and serve until interrupted; a config error is one line and exit 1
+    (see `serve`)."""
     parser = argparse.ArgumentParser(prog="python -m infra.simulator", description=__doc__)
     parser.add_argument("--preset", default="tier3", choices=preset_names())
     parser.add_argument("--host", default="127.0.0.1")
@@ -26,11 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         help="override a config key, e.g. limits.rpm=6000 (repeatable)",
     )
     args = parser.parse_args(argv)
-    try:
-        serve(args.preset, args.host, args.port, args.seed, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    serve(args.preset, args.host, args.port, args.seed, args.overrides)
     return 0
 
 

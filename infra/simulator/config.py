@@ -3,19 +3,20 @@
 Defaults describe an ideal endpoint (no limits, no latency, no faults); `presets.yaml` only states
 how each preset differs. Overrides use dotted keys (`faults.rate_5xx=0.01`, `limits.rpm=6000`;
 see `load_config`), so the CLI, docker-compose and tests share one syntax.
+
+The simulator stands in for a third-party endpoint, so it shares no code with the factory: this
+module has its own small YAML/override loader and error class.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
-
-from tasks.adapters.errors import ConfigError
-from tasks.core.yamlconf import apply_overrides, parse_yaml_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 PRESETS_PATH = Path(__file__).with_name("presets.yaml")
 
@@ -58,7 +59,8 @@ class Latency(_Strict):
         default=None, gt=0, description="Concurrent sequences (vLLM); the rest wait in a queue."
     )
     max_waiting: int | None = Field(
-        default=None, ge=0, description="Queue length beyond which requests get 503; None = unbounded."
+        default=None, ge=0,
+        description="Requests that may wait for a slot; one more gets a 503 (queue_full). None = unbounded.",
     )
     time_factor_under_load: float = Field(
         default=1.0, ge=1, description="Latency multiplier when all max_num_seqs slots are busy."
@@ -103,13 +105,20 @@ class SimConfig(_Strict):
     content: Content = Content()
 
 
+class SimConfigError(ValueError):
+    """A bad preset, override or simulator YAML file; the message is one line naming it."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
 def preset_names() -> list[str]:
     """Names defined in presets.yaml."""
     return list(_presets())
 
 
 def _presets() -> dict[str, dict]:
-    return yaml.safe_load(PRESETS_PATH.read_text(encoding="utf-8")) or {}
+    return load_yaml(PRESETS_PATH) or {}
 
 
 def load_config(
@@ -125,7 +134,7 @@ def load_config(
     """
     presets = _presets()
     if preset not in presets:
-        raise ConfigError(f"simulator preset {preset!r} unknown (presets: {', '.join(presets)})")
+        raise SimConfigError(f"simulator preset {preset!r} unknown (presets: {', '.join(presets)})")
     data = dict(presets[preset] or {})
     if seed is not None:
         data["seed"] = seed
@@ -133,4 +142,79 @@ def load_config(
         overrides = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     data = apply_overrides(data, list(overrides or ()))
     source = f"{PRESETS_PATH.name} preset {preset!r}" + (" (with overrides)" if overrides else "")
-    return parse_yaml_model(yaml.safe_dump(data, sort_keys=False), SimConfig, source)
+    return validate(data, SimConfig, source)
+
+
+def load_yaml(path: Path) -> Any:
+    """A YAML file of the simulator's, parsed; errors name the file (and line, column)."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SimConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+        raise SimConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+
+
+def validate(data: Any, model_cls: type[M], source: str) -> M:
+    """`model_cls` from parsed data; a SimConfigError naming `source` and each bad key."""
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<root>"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{key}: unknown key{_allowed(model_cls, err['loc'][:-1])}")
+            else:
+                problems.append(f"{key}: {err['msg']}")
+        raise SimConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _allowed(model_cls: type[BaseModel], path: tuple) -> str:
+    """` (allowed keys: ...)` for the model at `path` (nested models and list items only)."""
+    ann: Any = model_cls
+    for part in path:
+        if isinstance(part, int):
+            continue  # a list item: same model (RootModel[list[Model]])
+        field = ann.model_fields.get(str(part)) if isinstance(ann, type) else None
+        ann = field.annotation if field else None
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        if "root" in ann.model_fields:  # RootModel[list[Item]]: the item's keys
+            ann = next(iter(getattr(ann.model_fields["root"].annotation, "__args__", ())), ann)
+        return f" (allowed keys: {', '.join(ann.model_fields)})"
+    return ""
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """`a.b.c=value` overrides on nested data (values parsed as YAML scalars); a numeric part
+    indexes a list, other parts create mappings."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise SimConfigError(f"--set {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise SimConfigError(f"--set {item!r}: the value is not a YAML scalar") from None
+        node: Any = out
+        parts = path.split(".")
+        for i, part in enumerate(parts):
+            key: Any = part
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise SimConfigError(f"--set {item!r}: {'.'.join(parts[:i]) or '<root>'} is a "
+                                         f"list of {len(node)}; {part!r} is not an index in it")
+                key = int(part)
+            elif not isinstance(node, dict):
+                raise SimConfigError(f"--set {item!r}: {'.'.join(parts[:i])} is not a mapping")
+            if i == len(parts) - 1:
+                node[key] = value
+            else:
+                if not isinstance(node, list) and not isinstance(node.get(key), dict | list):
+                    node[key] = {}
+                node = node[key]
+    return out

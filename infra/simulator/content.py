@@ -8,7 +8,7 @@ from collections.abc import Callable
 from infra.simulator.grading import critique, judge
 from infra.simulator.prose import Writer, bank, content_words, topics
 from infra.simulator.routes import Ask
-from tasks.core.tokens import CHARS_PER_TOKEN
+from infra.simulator.tokens import PROSE_CHARS_PER_TOKEN
 
 _MARKER = re.compile(r"^\s*(?:#+\s+|[-*]\s+|\d+[.)]\s+)?")
 
@@ -21,7 +21,7 @@ def answer(ask: Ask) -> str:
     """
     rng, english = ask.rng, bank("english")
     w = Writer(rng, topics=topics(ask.prompt.last_user))
-    chars = rng.randint(min(ask.content.min_tokens, ask.budget), ask.budget) * CHARS_PER_TOKEN
+    chars = rng.randint(min(ask.content.min_tokens, ask.budget), ask.budget) * PROSE_CHARS_PER_TOKEN
     head = [w.pick(english["openers"])] if rng.random() < 0.5 else []
     tail = [w.pick(english["closers"])] if rng.random() < 0.5 else []
     if rng.random() < 0.3:

@@ -1,12 +1,15 @@
 """One chat completion, start to finish: quota, admission, faults, content, latency, accounting.
 
 The order mirrors the real API: a spent quota and a too-large request are refused before the
-buckets are touched; rate limits come next; only admitted requests count as an attempt of their
-body and draw faults, so fault decisions do not depend on timing.
+buckets are touched; a full waiting queue (vLLM-like presets with `latency.max_waiting`) next;
+rate limits after that; only admitted requests count as an attempt of their body and draw faults,
+so fault decisions do not depend on timing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import time
 import uuid
@@ -19,8 +22,7 @@ from infra.simulator.latency import Scheduler, pause
 from infra.simulator.ratelimit import RateLimiter
 from infra.simulator.routes import Ask, Prompt, classify
 from infra.simulator.stats import Stats
-from tasks.core.ids import content_key
-from tasks.core.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens, estimate_tokens
+from infra.simulator.tokens import count_tokens, prompt_tokens, truncate
 
 Reply = tuple[int, dict, dict[str, str]]  # status, JSON body, headers
 
@@ -33,7 +35,7 @@ class _Request:
         self.messages: list[dict] = body["messages"]
         self.n: int = body.get("n") or 1
         self.max_tokens: int | None = body.get("max_completion_tokens") or body.get("max_tokens")
-        self.prompt_tokens = estimate_prompt_tokens(self.messages)
+        self.prompt_tokens = prompt_tokens(self.messages)
         self.reserved = (self.max_tokens or default_max_tokens) * self.n
         self.cost = self.prompt_tokens + self.reserved
 
@@ -78,8 +80,6 @@ class Simulator:
         self.attempts[body_id] = attempt + 1
         fault_rng = rng_for(self.config.seed, key, attempt, "fault")
         fault = draw_fault(self.config.faults, fault_rng)
-        if not fault and self.scheduler.overloaded():
-            fault = "error_503"
         if fault:
             self.stats.count(fault)
         if fault == "hang":  # answered late, when the client has normally given up
@@ -89,13 +89,17 @@ class Simulator:
         return 200, await self._answer(req, key, body_id, attempt, fault), headers
 
     def _admit(self, req: _Request) -> tuple[Reply | None, dict[str, str]]:
-        """Quota, then request size, then the buckets: a 429 reply, or None and the headers."""
+        """Quota, request size, the waiting queue, then the buckets: a 429 or 503 reply, or None
+        and the headers."""
         limits = self.config.limits
         if limits.quota_tokens is not None and self.spent_tokens >= limits.quota_tokens:
             return self._refuse("insufficient_quota", errors.insufficient_quota(), req.model), {}
         if self.limiter.too_large(req.cost):
             payload = errors.too_large(req.model, limits.tpm, req.cost)
             return self._refuse("request_too_large", payload, req.model), {}
+        if self.scheduler.overloaded():  # every slot busy and max_waiting already waiting
+            self.stats.count("queue_full")
+            return (503, errors.queue_full(), {}), {}
         verdict = self.limiter.admit(req.model, req.cost)
         if not verdict.rejected:
             return None, verdict.headers
@@ -135,7 +139,7 @@ class Simulator:
             text, finish = _truncated(text, req.max_tokens, forced)
             seen.update((twist, finish))
             choices.append(_choice(i, text, finish))
-        sizes = [estimate_tokens(c["message"]["content"]) for c in choices]
+        sizes = [count_tokens(c["message"]["content"]) for c in choices]
         await self.scheduler.serve(max(sizes), rng_for(cfg.seed, key, attempt, "latency"))
 
         completion_tokens = sum(sizes)
@@ -168,14 +172,20 @@ class Simulator:
 def _truncated(text: str, max_tokens: int | None, forced: bool) -> tuple[str, str]:
     """Cut text that exceeds max_tokens; a forced cut (the `length` fault) of shorter text keeps
     half of it."""
-    tokens = estimate_tokens(text)
+    tokens = count_tokens(text)
     if max_tokens and tokens > max_tokens:
         limit = max_tokens
     elif forced:
         limit = max(1, tokens // 2)
     else:
         return text, "stop"
-    return text[: limit * CHARS_PER_TOKEN], "length"
+    return truncate(text, limit), "length"
+
+
+def content_key(*parts: object) -> str:
+    """sha256 hex of the parts as canonical JSON (sorted keys, no spaces): equal bodies, equal keys."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _choice(index: int, text: str, finish: str) -> dict:

@@ -1,4 +1,4 @@
-"""OpenAI-style error bodies `{"error": {message, type, param, code}}` (OpenAI-API.md §2)."""
+"""OpenAI-style error bodies `{"error": {message, type, param, code}}` (docs/rate-limits.md#429-kinds)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,12 @@ def insufficient_quota() -> dict:
 def server_error(status: int) -> dict:
     """A 5xx body."""
     return error_body(SERVER_ERRORS[status], "server_error")
+
+
+def queue_full() -> dict:
+    """The 503 of a server whose waiting queue is full (retryable, no retry-after)."""
+    return error_body("The server is overloaded: too many requests are waiting. Please retry later.",
+                      "server_error")
 
 
 def invalid_request(message: str, param: str | None = None) -> dict:

@@ -1,6 +1,6 @@
 """Per-model admission with continuously refilled request and token buckets.
 
-Limits are enforced per second, not per minute (OpenAI-API.md §3): a bucket holds
+Limits are enforced per second, not per minute (docs/rate-limits.md#quantisation): a bucket holds
 `limit × bucket_seconds / 60` and refills at `limit / 60` per second, so bursts 429 even when
 the minute's total is within limits. A request costing more than a bucket holds still passes
 when the bucket is full (it goes into debt), as large single requests do on the real API.

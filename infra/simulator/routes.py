@@ -11,8 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, RootModel
 
-from infra.simulator.config import Content
-from tasks.core.yamlconf import load_yaml_model
+from infra.simulator.config import Content, load_yaml, validate
 
 ROUTES_PATH = Path(__file__).with_name("routes.yaml")
 
@@ -80,7 +79,7 @@ class Ask:
 @cache
 def routes() -> list[tuple[Route, re.Pattern]]:
     """routes.yaml, validated and compiled once."""
-    table = load_yaml_model(ROUTES_PATH, _Routes).root
+    table = validate(load_yaml(ROUTES_PATH), _Routes, str(ROUTES_PATH)).root
     return [(r, re.compile(r.pattern)) for r in table]
 
 

@@ -18,7 +18,7 @@ import httpx
 import uvicorn
 
 from infra.simulator.app import build_app
-from infra.simulator.config import SimConfig, load_config
+from infra.simulator.config import SimConfig, SimConfigError, load_config
 
 
 def _uvicorn_config(config: SimConfig, host: str, port: int) -> uvicorn.Config:
@@ -90,8 +90,15 @@ def serve(
     seed: int = 0,
     overrides: list[str] | dict[str, Any] | None = None,
 ) -> None:
-    """Serve until interrupted (for docker-compose, benchmarks and `ultraforge sim`)."""
-    config = load_config(preset, seed, overrides)
+    """Serve until interrupted (for docker-compose, benchmarks and `ultraforge sim`).
+
+    A bad preset or override exits (SystemExit) with one line on stderr and status 1, whichever
+    command line called it.
+    """
+    try:
+        config = load_config(preset, seed, overrides)
+    except SimConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(
         f"simulator: preset {preset}, seed {seed}, serving http://{host}:{port}/v1",
         file=sys.stderr,

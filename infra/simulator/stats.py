@@ -12,6 +12,7 @@ OUTCOMES = (
     "error_500",
     "error_502",
     "error_503",
+    "queue_full",
     "hang",
     "malformed",
     "length",
@@ -24,9 +25,11 @@ class Stats:
     """Every request gets exactly one outcome, so `by_outcome` sums to `requests`.
 
     A 200 response has outcome "ok", "malformed", "length" or "role_leak"; `by_model[m]["ok"]`
-    and `by_kind` count all of them. `ok_repeats` counts 200s for a body that already had one:
-    the proof that no paid call was made twice. A hung request is counted as "hang" when it
-    hangs; its late answer (the client has normally given up by then) is not counted again.
+    and `by_kind` count all of them. "queue_full" is a 503 for a request that found every slot
+    busy and `max_waiting` requests waiting ("error_503" is an injected fault). `ok_repeats`
+    counts 200s for a body that already had one: the proof that no paid call was made twice. A
+    hung request is counted as "hang" when it hangs; its late answer (the client has normally
+    given up by then) is not counted again.
     """
 
     def __init__(self) -> None:

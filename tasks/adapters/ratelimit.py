@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from tasks.core.pool import Limits
 
 # Pace a little under the published limit and keep bursts to half a second of budget: endpoints
-# enforce limits per second or finer (OPENAI-API.md §3), so a full-minute burst would 429.
+# enforce limits per second or finer (docs/rate-limits.md#quantisation), so a full-minute burst would 429.
 SAFETY = 0.98
 BURST_S = 0.5
 # Adaptive concurrency, where an endpoint publishes no limits (vLLM, Ollama, TGI). Latency alone
@@ -32,8 +32,13 @@ PROBE_UP, PROBE_DOWN = 1.25, 0.8
 GAIN = 0.25  # a probe counts when throughput moves by at least this share of the proportional change
 ROUND_SUCCESSES = 16  # a round measures max(16, 2 x limit) successes
 SATURATED = 0.9  # a round with fewer in flight on average than this share of the limit is void
-RESEARCH_ROUNDS = 8  # operating rounds before the knee is searched again
-OVERLOAD_DECREASE = 0.9  # an overload caps the limit there; the cap rises ~6% a round after
+RESEARCH_ROUNDS = 8  # operating rounds before the knee is searched again (2 after it moved)
+OVERLOAD_DECREASE = 0.9  # and caps the limit there for a while
+# Refusals (429/503) are an overload only when, lately (over REFUSAL_WINDOW_S or two latencies),
+# there were REFUSALS_MIN of them and at least REFUSAL_SHARE of the successes: over capacity,
+# every request beyond it is refused at once and its slot goes to the next one, so refusals soon
+# outnumber successes; a few percent of stray 5xx/429 faults are no reason to slow down.
+REFUSAL_SHARE, REFUSALS_MIN, REFUSAL_WINDOW_S = 0.5, 5, 1.0
 _GO_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 
@@ -147,37 +152,48 @@ class KneeSearch:
     """The concurrency limit for an endpoint that publishes no limits, from one throughput
     measurement (requests/s) per round at the current limit.
 
-    It looks for the knee, the fewest requests in flight that get the endpoint's full throughput:
-    a reference round, then 25% more in flight, climbing on while throughput grows by at least
-    GAIN of the proportional gain; if the very first step up gained nothing the knee may lie lower,
-    so down by 20% while throughput holds. It then operates HEADROOM above the knee (and at least
-    two requests above it, where one more in flight is a big step) and searches
-    again from the knee every RESEARCH_ROUNDS rounds (the endpoint or the request mix may change).
+    It looks for the knee, the fewest requests in flight that get the endpoint's full throughput.
+    A reference round, then 25% more in flight, climbing on while throughput grows by at least
+    GAIN of the proportional gain; a step that fails gets one more step up, compared with the same
+    reference, so one flat or noisy round does not end a climb. If the first step up gained
+    nothing the knee may lie lower: down by 20% while throughput holds. It then operates HEADROOM
+    above the knee (at least two requests above it, where one more in flight is a big step) and
+    searches again from the knee after RESEARCH_ROUNDS rounds (the endpoint or the request mix may
+    change), or after two when the last search moved it (a noisy round can stop a search short).
+
     An overload (429/503) lowers the limit by OVERLOAD_DECREASE and caps it there; each round
-    after raises the cap by ~6%, so a stray 503 does not ratchet the limit down for good.
+    after raises the cap by ~6% up to just below where the overload happened, then by one every
+    RESEARCH_ROUNDS rounds, so a stray 503 does not ratchet the limit down for good and a full
+    queue is not hit again soon.
     """
 
     def __init__(self, start: int, ceiling: int):
         self.ceiling = ceiling
         self.limit = max(1, min(start, ceiling))
-        self.cap = ceiling
+        self.cap = self._overloaded_at = ceiling
+        self._capped_rounds = 0
         self.knee: int | None = None
         self.phase = "measure"  # measure → up (→ up ...) [→ down (→ down ...)] → operate
         self._ref = (self.limit, 0.0)  # (limit, rate) the running probe is compared with
-        self._climbed = False
+        self._climbed = self._looked_ahead = False
         self._rounds = 0  # rounds operated since the last search
+        self._research_after = RESEARCH_ROUNDS
+        self._searched_from = self.limit
 
     def round(self, rate: float) -> int:
         """A round at `self.limit` served `rate` requests/s; returns the limit for the next one."""
         n, (ref_n, ref_rate) = self.limit, self._ref
-        self.cap = min(self.ceiling, self.cap + max(1, self.cap // 16))  # an overload's cap wears off
+        self._relax_cap()
         if self.phase == "measure":
-            self._ref, self._climbed = (n, rate), False
+            self._ref, self._climbed, self._searched_from = (n, rate), False, n
             return self._up(n)
         if self.phase == "up":
             if rate >= ref_rate * (1 + GAIN * (n / ref_n - 1)):  # the extra requests paid: climb on
-                self._ref, self._climbed = (n, rate), True
+                self._ref, self._climbed, self._looked_ahead = (n, rate), True, False
                 return self._up(n)
+            if not self._looked_ahead and (target := self._step_up(n)):
+                self._looked_ahead = True  # a flat step (or a noisy round): look one step further
+                return self._go("up", target)
             return self._settle(ref_n) if self._climbed else self._down(ref_n)
         if self.phase == "down":
             if rate >= ref_rate * (1 - GAIN * (1 - n / ref_n)):  # fewer cost nothing: they queued
@@ -185,33 +201,49 @@ class KneeSearch:
                 return self._down(n)
             return self._settle(ref_n)
         self._rounds += 1
-        if self._rounds >= RESEARCH_ROUNDS and self.knee is not None:
+        if self._rounds >= self._research_after and self.knee is not None:
             return self._go("measure", self.knee)
         return self._go("operate", self._operating())
 
-    def overloaded(self, storm: bool = False) -> int:
-        """The endpoint refused work at this limit: lower it (halve it in a `storm`, when refusals
-        outnumber successes) and cap it there. A knee found below stands; otherwise the knee is
-        searched again from the lowered limit."""
-        factor = 0.5 if storm else OVERLOAD_DECREASE
-        lowered = max(1, min(self.limit - 1, math.floor(self.limit * factor)))
-        self.cap, self._rounds = lowered, 0
-        if self.knee is not None and self.knee <= lowered:
-            return self._go("operate", lowered)
-        self.knee = None
-        return self._go("measure", lowered)
+    def overloaded(self) -> int:
+        """The endpoint refused work at this limit: lower it and cap it there. The knee found (or
+        climbed to) stands, at most at the lowered limit; with none yet, it is searched for from
+        there."""
+        lowered = max(1, min(self.limit - 1, math.floor(self.limit * OVERLOAD_DECREASE)))
+        knee = self._ref[0] if self.phase == "up" and self._climbed else self.knee
+        self.cap, self._overloaded_at, self._capped_rounds = lowered, self.limit, 0
+        self._rounds, self._searched_from = 0, lowered
+        if knee is None:
+            return self._go("measure", lowered)
+        self.knee = min(knee, lowered)
+        return self._go("operate", lowered)
+
+    def _relax_cap(self) -> None:
+        """An overload's cap wears off: fast up to just below where it happened, slowly beyond."""
+        self._capped_rounds += 1
+        if self.cap + 1 < self._overloaded_at:
+            self.cap = min(self._overloaded_at - 1, self.cap + max(1, self.cap // 16))
+        elif self._capped_rounds >= RESEARCH_ROUNDS:
+            self.cap, self._capped_rounds = min(self.ceiling, self.cap + 1), 0
+
+    def _step_up(self, n: int) -> int | None:
+        """25% more, or None where the cap leaves no room for a whole step (smaller are noise)."""
+        target = max(n + 1, round(n * PROBE_UP))
+        return target if target <= min(self.cap, self.ceiling) else None
 
     def _up(self, n: int) -> int:
-        target = max(n + 1, round(n * PROBE_UP))
-        if target > min(self.cap, self.ceiling):  # no room for a whole step (smaller ones are noise)
-            return self._settle(n) if self._climbed else self._down(n)
-        return self._go("up", target)
+        self._looked_ahead = False
+        if target := self._step_up(n):
+            return self._go("up", target)
+        return self._settle(n) if self._climbed else self._down(n)
 
     def _down(self, n: int) -> int:
         target = max(1, min(n - 1, round(n * PROBE_DOWN)))
         return self._settle(n) if target >= n else self._go("down", target)
 
     def _settle(self, knee: int) -> int:
+        # a search that moved the knee may not have gone all the way (one noisy round stops it)
+        self._research_after = RESEARCH_ROUNDS if knee == self._searched_from else 2
         self.knee, self._rounds = knee, 0
         return self._go("operate", self._operating())
 
@@ -225,7 +257,10 @@ class KneeSearch:
 
 
 class Limiter:
-    """Admission control for one (endpoint, model)."""
+    """Admission control for one (endpoint, model): RPM/TPM buckets where limits are known (from
+    the pool or `x-ratelimit-*` headers); otherwise adaptive concurrency, a KneeSearch fed with
+    rounds of successes. `clock` (monotonic seconds) is for tests; pauses and buckets use real time.
+    """
 
     def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic):
         self._lock = threading.Lock()
@@ -240,8 +275,9 @@ class Limiter:
         self.search = KneeSearch(self.slots.limit, limits.max_concurrency)
         self.paused_until = 0.0
         self._last_decrease = -math.inf
-        self._since_decrease = [0, 0]  # successes, overloads
-        self._in_flight_at_decrease = 0
+        self._lately = [0.0, 0.0, clock()]  # successes, refusals (decaying), when last decayed
+        self._refused_since_decrease = 0
+        self._excess_at_decrease = 0
         self._latency_avg = 0.0
         # A round: skip the replies of requests admitted under the previous limit (at the start,
         # the first wave, which found the endpoint idle), then measure successes.
@@ -281,7 +317,7 @@ class Limiter:
                 self.tokens.refund(reserved - used, time.monotonic())
             if latency is None or not self.adaptive:
                 return
-            self._since_decrease[0] += 1
+            self._decay()[0] += 1
             self._latency_avg = 0.9 * self._latency_avg + 0.1 * latency if self._latency_avg else latency
             if self._skip:
                 self._skip -= 1
@@ -318,11 +354,18 @@ class Limiter:
         self._measured, self._latency_sum = 0, 0.0
         self._round_start = (self._clock(), self.slots.area())
 
+    def _decay(self) -> list[float]:
+        """The recent success and refusal counts, decayed with a time constant of
+        REFUSAL_WINDOW_S or two latencies, whichever is longer."""
+        lately, now = self._lately, self._clock()
+        keep = math.exp(-(now - lately[2]) / max(REFUSAL_WINDOW_S, 2 * self._latency_avg))
+        lately[0], lately[1], lately[2] = lately[0] * keep, lately[1] * keep, now
+        return lately
+
     def overloaded(self, retry_after: float | None) -> None:
-        """A 429/503 came back: stop admitting for `retry_after`; where no rate limits are known,
-        lower the concurrency (once per burst; harder when refusals outnumbered successes since
-        the last time). With known limits the buckets,
-        drained here, do the pacing."""
+        """A 429/503 came back: stop admitting for `retry_after`; where no rate limits are known
+        and refusals are more than stray faults (REFUSAL_SHARE), lower the concurrency, once per
+        burst. With known limits the buckets, drained here, do the pacing."""
         now = time.monotonic()
         with self._lock:
             for bucket in (self.requests, self.tokens):
@@ -332,16 +375,19 @@ class Limiter:
                 self.paused_until = max(self.paused_until, now + retry_after)
             if not self.adaptive:
                 return
-            self._since_decrease[1] += 1
-            oks, overloads = self._since_decrease
-            clock = self._clock()
-            # One decrease per burst: the requests in flight at the last one may still be refused;
-            # more refusals than that mean the lowered limit is still too high.
+            lately = self._decay()
+            lately[1] += 1
+            self._refused_since_decrease += 1
+            if lately[1] < max(REFUSALS_MIN, REFUSAL_SHARE * lately[0]):
+                return  # stray refusals among successes
+            # One decrease per burst: the requests in flight above the lowered limit may still be
+            # refused; more refusals than that mean requests sent since are refused too.
+            clock = lately[2]
             if (clock - self._last_decrease > max(1.0, self._latency_avg)
-                    or overloads > self._in_flight_at_decrease):
-                self._last_decrease, self._since_decrease = clock, [0, 0]
-                self._in_flight_at_decrease = self.slots.in_flight + 1
-                self._set_limit(self.search.overloaded(storm=overloads > oks))
+                    or self._refused_since_decrease > self._excess_at_decrease):
+                self._last_decrease, self._refused_since_decrease = clock, 0
+                self._set_limit(self.search.overloaded())
+                self._excess_at_decrease = max(0, self.slots.in_flight - self.slots.limit)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Correct budgets from `x-ratelimit-*` headers (limits learnt, pause when exhausted)."""

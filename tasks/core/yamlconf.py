@@ -64,6 +64,38 @@ def _hint(model_cls: type[BaseModel], loc: tuple, err_type: str) -> str:
     return ""
 
 
+def _line_col(mark: Any) -> tuple[int, int]:
+    return mark.line + 1, mark.column + 1
+
+
+def yaml_syntax_error(source: str, exc: yaml.YAMLError, text: str = "") -> ConfigError:
+    """One line: `source:line:column: not valid YAML: <PyYAML's problem>` (1-based, as editors
+    count), with what PyYAML was parsing and where that started, when it says."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is not None:
+        where = ":{}:{}".format(*_line_col(mark))
+    elif isinstance(getattr(exc, "position", None), int) and text:  # ReaderError: a bad character
+        pos = exc.position
+        line, column = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        where = f":{line}:{column}"
+    else:
+        where = ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None and _line_col(context_mark) != _line_col(mark):
+        context += " started at line {}, column {}".format(*_line_col(context_mark))
+    message = problem + (f" ({context})" if context else "")
+    return ConfigError(f"{source}{where}: not valid YAML: {' '.join(message.split())}")
+
+
+def safe_load(text: str, source: str) -> Any:
+    """yaml.safe_load, with a syntax error as a one-line ConfigError (see yaml_syntax_error)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise yaml_syntax_error(source, exc, text) from None
+
+
 def parse_yaml_model(text: str, model_cls: type[M], source: str, with_lines: bool = True) -> M:
     """Validate YAML text into `model_cls`; raise ConfigError naming source(:line) and the key.
 
@@ -74,7 +106,7 @@ def parse_yaml_model(text: str, model_cls: type[M], source: str, with_lines: boo
         root = yaml.compose(text)
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        raise yaml_syntax_error(source, exc, text) from None
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:
@@ -138,6 +170,6 @@ def load_recipe(path: str | Path, model_cls: type[M], overrides: list[str] = ())
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     if not overrides:
         return parse_yaml_model(text, model_cls, str(path))
-    data = apply_overrides(yaml.safe_load(text) or {}, list(overrides))
+    data = apply_overrides(safe_load(text, str(path)) or {}, list(overrides))
     return parse_yaml_model(yaml.safe_dump(data, sort_keys=False), model_cls, f"{path} (with --set)",
                             with_lines=False)

@@ -14,9 +14,9 @@ import httpx
 import openai
 import pytest
 
-from infra.simulator import load_config, preset_names
+from infra.simulator import SimConfigError, load_config, preset_names
 from infra.simulator.ratelimit import go_duration
-from tasks.adapters.errors import ConfigError
+from infra.simulator.tokens import count_tokens, prompt_tokens, truncate
 from tests.fixtures.sim import ZERO_LATENCY
 
 RATELIMIT_HEADERS = [
@@ -361,7 +361,7 @@ def test_answer_with_confidence_line(simulator):
     system = "Answer honestly. End your answer with a line 'Confidence: NN%'."
     text = text_of(simulator, "Why is the sky blue?", system=system, max_tokens=300)
     assert re.search(r"\n\nConfidence: \d{2,3}%$", text)
-    assert len(text.split("\n\n")) >= 2 and len(text) <= 300 * 4
+    assert len(text.split("\n\n")) >= 2 and count_tokens(text) <= 300
 
 
 # --- presets -------------------------------------------------------------------------------
@@ -373,9 +373,9 @@ def test_presets_are_fault_free_and_overrides_are_validated():
         faults = load_config(name).faults
         assert all(v == 0 for k, v in faults.model_dump().items() if not k.endswith("_s"))
     assert load_config("tier3", overrides=["limits.rpm=6000"]).limits.rpm == 6000
-    with pytest.raises(ConfigError, match="limits.rmp: unknown key"):
+    with pytest.raises(SimConfigError, match="limits.rmp: unknown key"):
         load_config("tier3", overrides=["limits.rmp=1"])
-    with pytest.raises(ConfigError, match="preset 'tier9' unknown"):
+    with pytest.raises(SimConfigError, match="preset 'tier9' unknown"):
         load_config("tier9")
 
 
@@ -406,6 +406,66 @@ def test_vllm_has_no_ratelimit_headers_and_slows_under_load(make_simulator):
     single, loaded = asyncio.run(burst(1)), asyncio.run(burst(12))
     # 12 requests in 4 slots: three waves, each slowed ×3 by full slots (time_factor_under_load).
     assert single < 0.3 and loaded > 3 * single and loaded > 0.6
+
+
+def test_vllm_full_waiting_queue_answers_503_at_once(make_simulator):
+    overrides = {"latency.ttft_s": 0.3, "latency.per_token_s": 0, "latency.jitter": 0,
+                 "latency.max_num_seqs": 2, "latency.max_waiting": 1}
+    sim = make_simulator("vllm", overrides=overrides)
+
+    async def burst(k: int) -> list:
+        aclient = openai.AsyncOpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0)
+        try:
+            return await asyncio.gather(*(
+                aclient.chat.completions.create(model="m", messages=[{"role": "user", "content": f"q{i}"}])
+                for i in range(k)), return_exceptions=True)
+        finally:
+            await aclient.close()
+
+    replies = asyncio.run(burst(5))
+    refused = [r for r in replies if isinstance(r, openai.APIStatusError)]
+    # 2 running + 1 waiting; the other 2 are refused without waiting for a slot
+    assert len(refused) == 2 and all(r.status_code == 503 for r in refused)
+    body = refused[0].body
+    assert body["type"] == "server_error" and "overloaded" in body["message"]
+    assert "retry-after" not in refused[0].response.headers
+    stats = sim.stats()
+    assert stats["by_outcome"]["queue_full"] == 2 and stats["by_outcome"]["ok"] == 3
+    # the default vllm preset queues without bound
+    sim = make_simulator("vllm", overrides={**overrides, "latency.max_waiting": None})
+    assert not [r for r in asyncio.run(burst(8)) if isinstance(r, Exception)]
+    assert sim.stats()["by_outcome"]["queue_full"] == 0
+
+
+def test_tokens_are_counted_by_the_simulators_own_rule(simulator):
+    from tasks.core.tokens import estimate_prompt_tokens  # the gateway's estimate, for contrast
+
+    assert count_tokens("") == count_tokens("  \n ") == 0
+    assert count_tokens("Hello, world!") == 4  # two words, two punctuation marks
+    assert count_tokens("internationalization") == 4  # 20 letters: one token per six
+    assert count_tokens("1234567") == 3 and count_tokens("日本語") == 3
+    assert truncate("Hello, world! Again.", 3) == "Hello, world"
+    messages = [{"role": "user", "content": "Well... what?! (Really?) -- yes; no: maybe."}]
+    usage = client(simulator).chat.completions.create(model="m", messages=messages).usage
+    assert usage.prompt_tokens == prompt_tokens(messages) == 19 + 4  # 19 pieces + framing
+    assert usage.prompt_tokens != estimate_prompt_tokens(messages)  # not the gateway's chars/4
+
+
+@pytest.mark.parametrize("command", ["module", "ultraforge"])
+def test_a_bad_override_is_one_line_and_exit_code_1(command):
+    if command == "module":
+        cmd = [sys.executable, "-m", "infra.simulator", "--port", "1", "--set", "limits.rmp=1"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        code, out = proc.returncode, proc.stderr
+    else:
+        from click.testing import CliRunner
+
+        from flows.cli import main as cli
+
+        result = CliRunner().invoke(cli, ["sim", "--port", "1", "--set", "limits.rmp=1"])
+        code, out = result.exit_code, result.output
+    assert code == 1 and len(out.strip().splitlines()) == 1
+    assert out.startswith("error: presets.yaml preset 'tier3' (with overrides): limits.rmp: unknown key")
 
 
 def test_module_entry_point_serves_until_terminated():

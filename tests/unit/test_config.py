@@ -72,7 +72,9 @@ def test_model_on_unknown_endpoint(tmp_path):
 
 
 def test_not_yaml(tmp_path):
-    assert "not valid YAML" in _load_error(tmp_path, "endpoints: [\n")
+    msg = _load_error(tmp_path, "endpoints: [\n")  # more cases in test_yaml_errors.py
+    assert msg == (f"{tmp_path / 'pool.yaml'}:2:1: not valid YAML: expected the node content, "
+                   "but found '<stream end>' (while parsing a flow node)")
 
 
 def test_missing_file(tmp_path):
