@@ -24,5 +24,6 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/gateway_throughput.py
 	$(BIN)/python benchmarks/gateway_overhead.py
+	$(BIN)/python benchmarks/gateway_adaptive.py
 	$(BIN)/python benchmarks/factory_throughput.py
 	$(BIN)/python benchmarks/stage_overlap.py

@@ -39,6 +39,8 @@ class Journal:
         self._db.execute(_SCHEMA)
         self._buffer: list[tuple[str, str, asyncio.AbstractEventLoop, asyncio.Future]] = []
         self._buffer_lock = threading.Lock()
+        self._settled = threading.Condition(self._buffer_lock)
+        self._uncommitted = 0  # rows buffered or being committed
         self._wake = threading.Event()
         self._error: BaseException | None = None
         self._writer = threading.Thread(target=self._write_loop, name="journal-writer", daemon=True)
@@ -74,6 +76,7 @@ class Journal:
         done = loop.create_future()
         with self._buffer_lock:
             self._buffer.append((result.key, result.model_dump_json(), loop, done))
+            self._uncommitted += 1
             first = len(self._buffer) == 1
         if first:
             self._wake.set()
@@ -97,13 +100,23 @@ class Journal:
                                    [(key, blob) for key, blob, _, _ in batch])
             except BaseException as exc:
                 error = self._error = exc
+            with self._settled:
+                self._uncommitted -= len(batch)
+                self._settled.notify_all()
             waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
             for _, _, loop, done in batch:
                 waiters.setdefault(loop, []).append(done)
             for loop, futures in waiters.items():
                 loop.call_soon_threadsafe(_settle, futures, error)
 
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until every buffered row is committed (even those whose waiter was cancelled)."""
+        with self._settled:
+            if not self._settled.wait_for(lambda: self._uncommitted == 0, timeout):
+                raise TimeoutError(f"journal {self.path}: {self._uncommitted} rows not committed")
+
     def __len__(self) -> int:
+        self.drain()
         with self._lock:
             return self._db.execute("SELECT count(*) FROM responses").fetchone()[0]
 

@@ -12,8 +12,9 @@ key is journaled is never sent again; `complete_all` looks a whole batch up in o
 
 One Gateway serves a whole run in one process: every shard's requests go through it on one event
 loop (tasks/shards.py), over one long-lived HTTP client per endpoint. The first fatal error stops
-everything at once: the calls in flight in every shard are cancelled and raise that error, and
-no later call is sent (docs/engine.md#fatal-errors). `preflight` checks every endpoint a run will
+everything at once: no later request is sent, the calls of every shard that are queued or
+waiting to retry raise that error, and the few already on the wire finish and are journaled,
+since they are paid for anyway (docs/engine.md#fatal-errors). `preflight` checks every endpoint a run will
 use before anything is paid.
 """
 
@@ -89,6 +90,7 @@ class Gateway:
                           for name, key in api_keys.items() if key}
         self._clients: dict[str, openai.AsyncOpenAI] = {}
         self._in_flight: set[asyncio.Task] = set()
+        self._on_the_wire: set[asyncio.Task] = set()
         self.fatal: FatalAPIError | None = None
         self.fatal_at: float | None = None  # time.monotonic() of the first fatal error
         self.last_sent_at: float | None = None  # time.monotonic() of the last request sent
@@ -130,11 +132,13 @@ class Gateway:
             self._in_flight.discard(task)
 
     def _abort(self, exc: FatalAPIError) -> None:
-        """Stop paying: remember the error and cancel every call in flight (in every shard)."""
+        """Stop paying: remember the error and cancel every call (in every shard) that is not
+        on the wire yet: queued for admission or waiting to retry. A request already sent is
+        paid for whatever we do, so it is let finish and its reply journaled."""
         if self.fatal is None:
             self.fatal, self.fatal_at = exc, time.monotonic()
         current = asyncio.current_task()
-        for task in list(self._in_flight):
+        for task in list(self._in_flight - self._on_the_wire):
             if task is not current:
                 task.cancel()
 
@@ -194,12 +198,18 @@ class Gateway:
         tasks = [asyncio.create_task(self._complete(r, a, p, k, hits.get(k)))
                  for r, (a, p, k) in zip(requests, resolved, strict=True)]
         try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
+            # every call ends quickly after a fatal error (see _abort), so wait for all of them:
+            # the replies of requests already sent get journaled
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        except BaseException:  # this call itself was cancelled
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            raise next((e for e in errors if isinstance(e, FatalAPIError)), errors[0])
+        return list(outcomes)
 
     async def preflight(self, models: Iterable[str]) -> None:
         """Check that every endpoint serving `models` answers `GET /models` before anything is
@@ -256,6 +266,8 @@ class Gateway:
             raise self.fatal
         started = self.last_sent_at = time.monotonic()
         used = latency = None
+        task = asyncio.current_task()
+        self._on_the_wire.add(task)
         try:
             try:
                 # The client's own request path (auth, timeouts, error mapping), without its
@@ -276,6 +288,7 @@ class Gateway:
             limiter.observe(raw.headers)
             used = usage.prompt_tokens + usage.completion_tokens
         finally:
+            self._on_the_wire.discard(task)
             limiter.finish(reserved=reserved, used=used, latency=latency)
         result.text = text
         result.finish_reason = finish_reason

@@ -53,7 +53,8 @@ class Limits(Strict):
     rpm: int | None = Field(default=None, gt=0, description="Requests per minute.")
     tpm: int | None = Field(default=None, gt=0, description="Tokens per minute (prompt + max_tokens).")
     max_concurrency: int = Field(default=256, gt=0, description="Ceiling on requests in flight.")
-    initial_concurrency: int = Field(default=16, gt=0, description="AIMD start when no headers come.")
+    initial_concurrency: int = Field(default=16, gt=0,
+                                     description="Adaptive concurrency start when no limits are known.")
     refund_unused_tokens: bool = Field(
         default=False, description="Whether the endpoint refunds unused max_tokens reservation.")
 

@@ -218,7 +218,8 @@ def test_journal_survives_sigkill_and_no_paid_call_repeats(make_simulator, tmp_p
 @pytest.mark.parametrize("configured", [{"rpm": 1200}, {}])
 def test_degenerate_azure_style_headers_do_not_stall_or_mislead_the_gateway(make_simulator, tmp_path,
                                                                            configured):
-    """-1/0 header values and no retry-after: configured limits still pace; without them AIMD does."""
+    """-1/0 header values and no retry-after: configured limits still pace; without them adaptive
+    concurrency does."""
     sim = make_simulator("tier3", overrides={**FAST, "limits.rpm": 1200, "limits.degenerate_headers": True,
                                              "limits.retry_after": False, "limits.retry_after_ms": False})
     pool = make_pool(sim.base_url, **configured)

@@ -34,7 +34,7 @@ from tasks.core.ultrafeedback.plan import rank_models
 from tests.fixtures.factory import fast_pool, settings_env, write_prompts, write_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
-# The fault mix; a little constant latency keeps the gateway's latency-based AIMD steady
+# The fault mix; a little constant latency keeps the gateway's adaptive concurrency steady
 # when the simulator shares this process (its floor would otherwise be an idle ~2 ms sample).
 FAULTS = {"faults.rate_429": 0.05, "faults.rate_5xx": 0.01, "faults.malformed": 0.03,
           "faults.retry_after_s": 0.05, "latency.ttft_s": 0.05}
