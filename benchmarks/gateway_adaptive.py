@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.simproc import simulator_process, stats  # noqa: E402
 from infra.simulator import load_config  # noqa: E402
-from tasks.adapters.journal import Journal  # noqa: E402
-from tasks.adapters.llm import Gateway  # noqa: E402
-from tasks.adapters.ratelimit import limiter_for  # noqa: E402
+from tasks.adapters.llm.gateway import Gateway  # noqa: E402
+from tasks.adapters.llm.journal import Journal  # noqa: E402
+from tasks.adapters.llm.ratelimit import limiter_for  # noqa: E402
 from tasks.core.chat import ChatRequest  # noqa: E402
 from tasks.core.pool import PoolConfig  # noqa: E402
 

@@ -20,8 +20,8 @@ import openai
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.simproc import simulator_process  # noqa: E402
-from tasks.adapters.journal import Journal  # noqa: E402
-from tasks.adapters.llm import Gateway  # noqa: E402
+from tasks.adapters.llm.gateway import Gateway  # noqa: E402
+from tasks.adapters.llm.journal import Journal  # noqa: E402
 from tasks.core.chat import ChatRequest  # noqa: E402
 from tasks.core.pool import PoolConfig  # noqa: E402
 

@@ -19,9 +19,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tasks.adapters.journal import Journal, journal_at
 from tasks.adapters.lake import Lake
-from tasks.adapters.llm import Gateway, load_pool, resolve_api_keys
+from tasks.adapters.llm.gateway import Gateway, load_pool, resolve_api_keys
+from tasks.adapters.llm.journal import Journal, journal_at
 from tasks.adapters.settings import Settings
 from tasks.adapters.warehouse import Warehouse
 from tasks.core.pool import PoolConfig

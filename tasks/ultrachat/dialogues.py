@@ -16,7 +16,7 @@ import asyncio
 from prefect import task
 
 from tasks.adapters.errors import UltraforgeError
-from tasks.adapters.llm import Gateway
+from tasks.adapters.llm.gateway import Gateway
 from tasks.adapters.resources import Resources, current, run
 from tasks.core.chat import ChatResult
 from tasks.core.ids import content_key

@@ -14,7 +14,7 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from tasks.adapters.errors import ConfigError, UltraforgeError
-from tasks.adapters.llm import Gateway
+from tasks.adapters.llm.gateway import Gateway
 from tasks.adapters.resources import current, run
 from tasks.adapters.sources import RowError, read_records
 from tasks.core.chat import ChatResult

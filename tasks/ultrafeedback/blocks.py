@@ -33,7 +33,7 @@ from typing import Any
 
 from prefect import task
 
-from tasks.adapters.llm import Gateway
+from tasks.adapters.llm.gateway import Gateway
 from tasks.adapters.resources import Resources, current, run
 from tasks.core.chat import ChatResult
 from tasks.core.ids import content_key

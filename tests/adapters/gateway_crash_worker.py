@@ -7,8 +7,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from tasks.adapters.journal import journal_at
-from tasks.adapters.llm import Gateway
+from tasks.adapters.llm.gateway import Gateway
+from tasks.adapters.llm.journal import journal_at
 from tasks.core.chat import ChatRequest
 from tasks.core.pool import PoolConfig
 

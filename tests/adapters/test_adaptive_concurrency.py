@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import statistics
 
-from tasks.adapters.journal import Journal
-from tasks.adapters.llm import Gateway
-from tasks.adapters.ratelimit import limiter_for
+from tasks.adapters.llm.gateway import Gateway
+from tasks.adapters.llm.journal import Journal
+from tasks.adapters.llm.ratelimit import limiter_for
 from tasks.core.chat import ChatRequest
 from tasks.core.pool import PoolConfig
 

@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tasks.adapters.errors import ConfigError, FatalAPIError
-from tasks.adapters.journal import Journal
-from tasks.adapters.llm import Gateway, resolve_api_keys
-from tasks.adapters.ratelimit import limiter_for
+from tasks.adapters.llm.gateway import Gateway, resolve_api_keys
+from tasks.adapters.llm.journal import Journal
+from tasks.adapters.llm.ratelimit import limiter_for
 from tasks.core.chat import ChatRequest
 from tasks.core.pool import PoolConfig
 from tasks.core.usage import usage_of

@@ -18,9 +18,9 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from tasks.adapters.errors import FatalAPIError
-from tasks.adapters.journal import Journal
-from tasks.adapters.llm import Gateway
-from tasks.adapters.ratelimit import limiter_for
+from tasks.adapters.llm.gateway import Gateway
+from tasks.adapters.llm.journal import Journal
+from tasks.adapters.llm.ratelimit import limiter_for
 from tasks.core.chat import ChatRequest
 from tasks.core.pool import PoolConfig
 from tasks.core.usage import usage_of

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tasks.adapters.ratelimit import (
+from tasks.adapters.llm.ratelimit import (
     SAFETY,
     AdaptiveSlots,
     Bucket,

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tasks.adapters.errors import FatalAPIError, RetryableAPIError
-from tasks.adapters.llm import Gateway
+from tasks.adapters.llm.gateway import Gateway
 from tasks.adapters.settings import RECIPES_DIR
 from tasks.core.chat import Usage
 from tasks.core.pool import PoolConfig

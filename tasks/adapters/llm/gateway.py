@@ -34,8 +34,8 @@ from tenacity.wait import wait_random_exponential
 
 from tasks.adapters import metrics
 from tasks.adapters.errors import FatalAPIError, RejectedRequestError, RetryableAPIError
-from tasks.adapters.journal import Journal
-from tasks.adapters.ratelimit import Limiter, limiter_for
+from tasks.adapters.llm.journal import Journal
+from tasks.adapters.llm.ratelimit import Limiter, limiter_for
 from tasks.adapters.settings import Settings, secret_from_env
 from tasks.core.chat import ChatRequest, ChatResult, Usage
 from tasks.core.pool import Endpoint, PoolConfig, max_tokens_of, merge_sampling
