@@ -117,18 +117,13 @@ def resolve_recipe(params: UltraFeedbackParams,
     return recipe, Path(params.recipe).resolve().parent
 
 
-def models_of(recipe: UltraFeedbackRecipe) -> set[str]:
-    return {*recipe.plan.models, recipe.annotation.judge_model,
-            *([recipe.critique.judge_model] if recipe.critique.enabled else [])}
-
-
 @flow(name="ultrafeedback", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARD_THREADS))
 def ultrafeedback(params: UltraFeedbackParams = DEFAULT_PARAMS) -> UltraFeedbackRun:
     """Prompts → 4 of N pool models → four-aspect judge + critique → lake → raw export."""
     res = current().new_run()
     recipe, base_dir = resolve_recipe(params, res)
     intake = load_prompts(recipe, str(base_dir))
-    run(res.gateway.preflight(models_of(recipe)))  # every endpoint answers before we pay
+    run(res.gateway.preflight(recipe.models))  # every endpoint answers before we pay
     fingerprint = work_fingerprint(recipe, res)
     done = res.lake.shard_keys(BLOCKS)
     todo = [b for b in range(intake.blocks)

@@ -16,6 +16,7 @@ import asyncio
 from prefect import task
 
 from tasks.adapters.errors import UltraforgeError
+from tasks.adapters.lake import Lake
 from tasks.adapters.llm.gateway import Gateway
 from tasks.adapters.resources import Resources, current, run
 from tasks.core.chat import ChatResult
@@ -33,7 +34,7 @@ from tasks.core.ultrachat.tables import (
     T_USAGE,
     USAGE_SCHEMA,
 )
-from tasks.core.usage import usage_of
+from tasks.core.usage import UsageRow, usage_of
 from tasks.shards import SHARD_TASK, claimed
 
 # -- dialogues -----------------------------------------------------------------------------------
@@ -78,7 +79,8 @@ async def _dialogue_shard(res: Resources, recipe: UltraChatRecipe, openings_key_
     key = dialogue_shard_key(recipe, openings_key_, index)
     async with claimed(lake, key) as waited:
         if lake.has_shard(T_DIALOGUES, key):
-            stops = lake.read_shard(T_DIALOGUES, key, ["stop_reason"]).num_rows
+            stops = (await asyncio.to_thread(lake.read_shard, T_DIALOGUES, key,
+                                             ["stop_reason"])).num_rows
             return ShardSummary(stage="dialogues", key=key, status="skipped", items=stops,
                                 waited_s=waited)
         table = await asyncio.to_thread(lake.read_shard, T_OPENINGS, openings_key_)
@@ -94,14 +96,19 @@ async def _dialogue_shard(res: Resources, recipe: UltraChatRecipe, openings_key_
                 f"after retries (first: {failed[0].error}); nothing landed, rerun to resume")
         usage = [u for role, results in sink.items()
                  for u in usage_of(role, results, res.pool.cost)]
-        lake.write_shard(T_TURNS, key, [t.model_dump() | {"shard_key": key}
-                                        for s in states for t in s.turns])
-        lake.write_shard(T_USAGE, f"dialogues-{key}", [sm.usage_row(u, key, "dialogues")
-                                                       for u in usage], USAGE_SCHEMA)
-        lake.write_shard(T_DIALOGUES, key, [s.record() | {"shard_key": key} for s in states],
-                         DIALOGUES_SCHEMA)
+        await asyncio.to_thread(_land, lake, key, states, usage)
         return ShardSummary(stage="dialogues", key=key, status="done", items=len(states),
                             rows=len(states), waited_s=waited, usage=usage)
+
+
+def _land(lake: Lake, key: str, states: list[DialogueState], usage: list[UsageRow]) -> None:
+    """Turns, usage, then dialogues (the dialogues shard marks the shard done)."""
+    lake.write_shard(T_TURNS, key, [t.model_dump() | {"shard_key": key}
+                                    for s in states for t in s.turns])
+    lake.write_shard(T_USAGE, f"dialogues-{key}", [sm.usage_row(u, key, "dialogues")
+                                                   for u in usage], USAGE_SCHEMA)
+    lake.write_shard(T_DIALOGUES, key, [s.record() | {"shard_key": key} for s in states],
+                     DIALOGUES_SCHEMA)
 
 
 @task(name="ultrachat-dialogues", **SHARD_TASK)

@@ -72,9 +72,8 @@ from tasks.ultrafeedback.intake import block_shard
 def work_fingerprint(recipe: UltraFeedbackRecipe, resources: Resources) -> str:
     """Everything besides the prompts that decides a block's calls: the recipe's plan,
     generation and judge settings and the pool's API models and sampling for those models."""
-    models = sorted({*recipe.plan.models, recipe.annotation.judge_model,
-                     recipe.critique.judge_model})
-    pool = {m: [resources.pool.api_model(m), resources.pool.models[m].sampling] for m in models}
+    pool = {m: [resources.pool.api_model(m), resources.pool.models[m].sampling]
+            for m in recipe.models}
     parts = recipe.model_dump(mode="json", include={"seed", "plan", "generation", "annotation",
                                                     "critique"})
     return content_key("ultrafeedback/work", parts, pool)

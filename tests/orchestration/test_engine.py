@@ -18,29 +18,23 @@ from flows.ultrafeedback import UltraFeedbackParams, ultrafeedback
 from tasks.adapters.errors import FatalAPIError
 from tasks.adapters.lake import Lake
 from tasks.adapters.resources import current
-from tasks.adapters.settings import Settings
-from tasks.adapters.warehouse import Warehouse
 from tasks.shards import SHARD_TASK
-from tests.fixtures.factory import fast_pool, settings_env, write_prompts, write_recipe
+from tests.fixtures.factory import (
+    RESULT_IDS,
+    fast_pool,
+    raw_duplicates,
+    settings_env,
+    write_prompts,
+    write_recipe,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULT_IDS = (("uf_completions", "completion_id"), ("uf_critiques", "critique_id"),
-              ("uf_annotations", "annotation_id || completion_id"))
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.Popen:
     return subprocess.Popen([str(Path(sys.executable).parent / "ultraforge"), *args], cwd=ROOT,
                             env={**os.environ, **env}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def raw_duplicates(settings: Settings) -> dict[str, int]:
-    """Ids landed more than once in the lake's files (not the views, which show one per id)."""
-    lake = Lake.from_settings(settings)
-    with Warehouse.in_memory(lake) as db:
-        return {t: db.query(f"SELECT count(*) - count(DISTINCT {k}) AS n FROM "
-                            f"read_parquet('{lake.glob(t)}', union_by_name = true)")[0]["n"]
-                for t, k in RESULT_IDS}
 
 
 @pytest.mark.slow
@@ -66,7 +60,8 @@ def test_two_runs_started_at_once_on_one_data_dir_pay_each_call_once(
     assert sum(c["critique_requests_paid"] for c in counts) == 60 * 4
     assert all(c["exported_completions"] == 240 for c in counts)
     assert sum(c["blocks_waited_for"] for c in counts) > 0  # they really did meet on a block
-    assert raw_duplicates(local_settings) == dict.fromkeys([t for t, _ in RESULT_IDS], 0)
+    assert raw_duplicates(Lake.from_settings(local_settings)) == dict.fromkeys(
+        [t for t, _ in RESULT_IDS], 0)
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

@@ -51,9 +51,6 @@ class Journal:
         db.execute("PRAGMA synchronous=NORMAL")
         return db
 
-    def get(self, key: str) -> ChatResult | None:
-        return self.get_many([key]).get(key)
-
     def get_many(self, keys: Iterable[str]) -> dict[str, ChatResult]:
         """The journaled results among `keys`, in one query per 500 keys."""
         wanted = list(dict.fromkeys(keys))

@@ -180,6 +180,13 @@ class UltraFeedbackRecipe(_Strict):
                                      description="Shard tasks running at once.")
     export: ExportSpec = Field(default_factory=ExportSpec)
 
+    @property
+    def models(self) -> list[str]:
+        """Every pool model this recipe calls (generators and judges), sorted."""
+        judges = [self.annotation.judge_model, *([self.critique.judge_model]
+                                                 if self.critique.enabled else [])]
+        return sorted({*self.plan.models, *judges})
+
     @model_validator(mode="after")
     def _unique_sources(self) -> UltraFeedbackRecipe:
         names = [s.name for s in self.sources]
