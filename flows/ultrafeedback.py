@@ -169,7 +169,7 @@ def _counts(recipe: UltraFeedbackRecipe, intake: Intake, shards: list[ShardSumma
         judge_replies_this_run=replies, unparsed_judge_replies_this_run=unparsed,
         judge_reply_parse_failure_rate=round(unparsed / replies, 4) if replies else 0.0,
         blocks=intake.blocks, blocks_run=sum(s.status != "skipped" for s in shards),
-        blocks_waited_for=sum(s.waited_s > 0.5 for s in shards))
+        blocks_waited_for=sum(s.waited_s > 0 for s in shards))
 
 
 def _failed_jobs(shards: list[ShardSummary]) -> dict[str, int]:

@@ -117,12 +117,13 @@ def _write_lease(lake: Lake, key: str, generation: str, expires: float) -> None:
 @asynccontextmanager
 async def claimed(lake: Lake, key: str, ttl: float = LEASE_TTL_S) -> AsyncIterator[float]:
     """Hold the lease on `key` for the body, renewing it; yields the seconds spent waiting for
-    another claimant first. The body should re-check what is missing: the other claimant may
-    have landed it."""
+    another claimant first (0.0 when the lease was free). The body should re-check what is
+    missing: the other claimant may have landed it."""
     started = time.monotonic()
+    waited = 0.0
     while (generation := await asyncio.to_thread(try_lease, lake, key, ttl)) is None:
         await asyncio.sleep(LEASE_POLL_S)
-    waited = time.monotonic() - started
+        waited = time.monotonic() - started
 
     async def renew() -> None:
         while True:

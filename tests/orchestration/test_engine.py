@@ -40,9 +40,11 @@ def cli(env: dict[str, str], *args: str) -> subprocess.Popen:
 @pytest.mark.slow
 def test_two_runs_started_at_once_on_one_data_dir_pay_each_call_once(
         prefect_api, make_simulator, local_settings, tmp_path):
-    sim = make_simulator("unlimited", seed=8, overrides={"latency.ttft_s": 0.05})
+    # 20 blocks of ~1 s each, 3 at a time: each run lasts long enough that a few seconds of
+    # difference in process start-up cannot keep them from meeting on a block
+    sim = make_simulator("unlimited", seed=8, overrides={"latency.ttft_s": 0.4})
     prompts = write_prompts(tmp_path / "prompts.jsonl", 60)
-    recipe = write_recipe(tmp_path, [{"name": "twice", "path": str(prompts)}], shard_prompts=6,
+    recipe = write_recipe(tmp_path, [{"name": "twice", "path": str(prompts)}], shard_prompts=3,
                           max_parallel_shards=3)
     env = {"PREFECT_API_URL": prefect_api,
            **settings_env(local_settings, sim.base_url, fast_pool(tmp_path))}
