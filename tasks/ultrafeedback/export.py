@@ -69,7 +69,8 @@ def block_records(res: Resources, recipe: UltraFeedbackRecipe, intake: str,
                    if recipe.critique.enabled else [])
     return join_records(prompts, plan, completions, annotations.to_pylist(),
                         critiques.to_pylist(), annotation_ids=wanted_ann,
-                        critique_ids=wanted_crit, aspects=recipe.annotation.aspects)
+                        critique_ids=wanted_crit, aspects=recipe.annotation.aspects,
+                        with_id=recipe.with_id, score_revision=recipe.export.score_revision)
 
 
 @task(name="uf-export", cache_policy=NO_CACHE)
@@ -77,7 +78,8 @@ def export(recipe: UltraFeedbackRecipe, intake: str, blocks: int) -> Export:
     """Write exports/ultrafeedback/<name>.{jsonl,parquet} for this intake's prompts."""
     res = current()
     aspects = recipe.annotation.aspects
-    schema = export_schema(aspects)
+    schema = export_schema(aspects, with_id=recipe.with_id,
+                           score_revision=recipe.export.score_revision)
     summary = Summary(aspects)
     base = f"exports/ultrafeedback/{recipe.export.name}"
     with res.lake.writer(f"{base}.jsonl") as jsonl, res.lake.writer(f"{base}.parquet") as raw, \

@@ -107,7 +107,9 @@ def load_prompts(recipe: UltraFeedbackRecipe, base_dir: str) -> Intake:
     prompts.sort(key=lambda p: p.prompt_id)
     rows = [p.model_dump() for p in prompts]
     size = recipe.shard_prompts
-    key = content_key("ultrafeedback/intake", size, rows)
+    # a prompt without a source id hashes as before ids existed, so older lakes keep their keys
+    key = content_key("ultrafeedback/intake", size,
+                      [{k: v for k, v in r.items() if k != "id" or v is not None} for r in rows])
     blocks = (len(rows) + size - 1) // size
     for b in range(blocks):
         lake.write_shard(PROMPTS, block_shard(key, b), rows[b * size:(b + 1) * size])

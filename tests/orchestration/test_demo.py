@@ -7,18 +7,20 @@ from click.testing import CliRunner
 
 from flows.cli import main
 
-# sha256 of the demo's exports as main made them before the shard engine was rebuilt (issue 7,
-# commit 39ab8c6): the same recipes, seed and simulator must keep giving these exact bytes. A
-# deliberate change of the data (a new recipe default, new simulator content) updates them.
+# sha256 of the demo's exports: the UltraFeedback files as main made them before the shard engine
+# was rebuilt (issue 7, commit 39ab8c6), the UltraChat files since their ids became stable
+# dialogue-id prefixes (issue 8). The same recipes, seed and simulator must keep giving these
+# exact bytes; a deliberate change of the data (a new recipe default, new simulator content)
+# updates them.
 GOLDEN = {
     "exports/ultrachat/ultrachat/messages.jsonl":
-        "7a18a5c2826fa7b66fd9797f729e6f019c0c7eb9df7e81600768fcdc6014a51c",
+        "b50b942eeb69a1f35aac0f1f72adc9a2e18e33160750f0d42a3a7956cdfa6d20",
     "exports/ultrachat/ultrachat/messages.parquet":
-        "cfcda5a6ed82613f73f6eb14638d943f699068a5445af66e6a72b7b5ba6cc2fd",
+        "40bad2c59b435cb4793b4d5b4690bd6dcd01e8cf4a4f8ef235e95e63b0cb984d",
     "exports/ultrachat/ultrachat/ultrachat.jsonl":
-        "8090dd02a7aab41042dafbf7953ce3183830f4ac060fff604383b1e41219a1b2",
+        "702fa4e7787928a727038000203542a6f71cdbfc51664e5d09eada618b41e707",
     "exports/ultrachat/ultrachat/ultrachat.parquet":
-        "fa501295682453bc62457336202b18f09b6039451d37e1242bfab7dc98b703c0",
+        "1f8149ed4e0383e1f6b61165a656cab3a976c73112f1ba0507b967d248de3b27",
     "exports/ultrafeedback/ultrafeedback.jsonl":
         "f262225df2a5dc5c7e9dfcff645c8f3b17caa8902a2baa856e11b0cc74a6c16c",
     "exports/ultrafeedback/ultrafeedback.parquet":

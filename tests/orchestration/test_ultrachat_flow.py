@@ -60,7 +60,8 @@ def _env(settings: Settings, base_url: str, pool: Path) -> dict[str, str]:
 def _check_export(lake: Lake, prefix: str) -> list[dict]:
     raw = [json.loads(x) for x in lake.read_bytes(f"{prefix}/ultrachat.jsonl").splitlines()]
     msgs = [json.loads(x) for x in lake.read_bytes(f"{prefix}/messages.jsonl").splitlines()]
-    assert [r["id"] for r in raw] == [str(i) for i in range(len(raw))]
+    ids = [r["id"] for r in raw]
+    assert len(set(ids)) == len(ids) and all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
     assert [list(r) for r in raw] == [["id", "data"]] * len(raw)
     for r, m in zip(raw, msgs, strict=True):
         roles = [x["role"] for x in m["messages"]]

@@ -2,15 +2,21 @@
 Arrow schema.
 
 One record per prompt that has at least one completion:
-`{source, instruction, models, completions[{model, principle, custom_system_prompt, response,
-annotations{<aspect>: {...} | null}, critique, overall_score, fine-grained_score}],
+`{source, [id,] instruction, models, completions[{model, principle, custom_system_prompt,
+response, annotations{<aspect>: {...} | null}, critique, overall_score, fine-grained_score}],
 correct_answers, incorrect_answers}`.
+
+- `id` (the prompt's id in its source dataset) is there only when a recipe source maps one
+  (docs/datasets.md#schema has no id; the Japanese overview's records do,
+  docs/datasets.md#japanese-versions); it may be null for rows of sources that map none.
 
 - `models` and `completions` are in plan rank order; a completion that failed for good is left
   out (the released data also has rows with fewer than 4 completions, docs/datasets.md#schema).
 - `annotations` holds the recipe's aspects (the four of docs/datasets.md#schema, or `overall-rating` in that
   mode); an aspect whose reply never parsed is `null`. `Type: None` is `["None"]` (see parse.py).
 - `critique` / `overall_score` are null when the critique pass is off or never parsed.
+  `overall_score` is as the judge wrote it under `score_revision: fixed`; under `zephyr` a score
+  of 1 is stored as 10, the first release's bug (docs/datasets.md#overall-score-fix).
 - `fine-grained_score` = mean of the numeric `Rating`s, skipping `N/A` and unparsed aspects;
   null when nothing was rated (docs/datasets.md#schema: "can be NaN or None").
 - `correct_answers` / `incorrect_answers` are `["None"]` when the source has none (docs/datasets.md#schema).
@@ -34,14 +40,29 @@ from tasks.core.ids import prompt_id
 from tasks.core.ultrafeedback.intake import PromptRecord
 from tasks.core.ultrafeedback.judge import TYPED_ASPECTS
 from tasks.core.ultrafeedback.plan import PlanItem
+from tasks.core.ultrafeedback.recipe import ScoreRevision
 
 _UNTYPED = pa.struct([("Rating", pa.string()), ("Rationale", pa.string())])
 _TYPED = pa.struct([("Type", pa.list_(pa.string())), ("Rationale", pa.string()),
                     ("Rating", pa.string()), ("Rationale For Rating", pa.string())])
 
 
-def export_schema(aspects: Iterable[str]) -> pa.Schema:
-    """Arrow schema of the export for these annotation aspects."""
+SCORE_REVISION_KEY = b"ultraforge.score_revision"  # Parquet schema metadata of the raw export
+
+
+def revised_score(score: float | None, revision: ScoreRevision) -> float | None:
+    """The overall score as stored under `revision`: as written (`fixed`), or with the first
+    release's `score if score > 1 else 10 * score` (`zephyr`, docs/datasets.md#overall-score-fix)."""
+    if score is None or revision == "fixed" or score > 1:
+        return score
+    return 10 * score
+
+
+def export_schema(aspects: Iterable[str], *, with_id: bool = False,
+                  score_revision: ScoreRevision = "fixed") -> pa.Schema:
+    """Arrow schema of the export for these annotation aspects (with the source `id` column when
+    a source maps one). A `zephyr` revision is marked in the schema metadata, so a derived set
+    that needs the fixed scores can refuse it; `fixed` adds none (the files stay as before)."""
     annotations = pa.struct([(a, _TYPED if a in TYPED_ASPECTS else _UNTYPED) for a in aspects])
     completion = pa.struct([
         ("model", pa.string()), ("principle", pa.string()),
@@ -50,10 +71,11 @@ def export_schema(aspects: Iterable[str]) -> pa.Schema:
         ("overall_score", pa.float64()), ("fine-grained_score", pa.float64()),
     ])
     return pa.schema([
-        ("source", pa.string()), ("instruction", pa.string()), ("models", pa.list_(pa.string())),
+        ("source", pa.string()), *([("id", pa.string())] if with_id else []),
+        ("instruction", pa.string()), ("models", pa.list_(pa.string())),
         ("completions", pa.list_(completion)), ("correct_answers", pa.list_(pa.string())),
         ("incorrect_answers", pa.list_(pa.string())),
-    ])
+    ], metadata={SCORE_REVISION_KEY: b"zephyr"} if score_revision == "zephyr" else None)
 
 
 def fine_grained_score(annotations: dict[str, dict | None]) -> float | None:
@@ -66,7 +88,8 @@ def fine_grained_score(annotations: dict[str, dict | None]) -> float | None:
 def build_record(prompt: PromptRecord, items: list[PlanItem], responses: dict[str, str],
                  annotations: dict[tuple[str, str], dict | None],
                  critiques: dict[str, tuple[str | None, float | None]],
-                 aspects: tuple[str, ...]) -> dict[str, Any] | None:
+                 aspects: tuple[str, ...], *, with_id: bool = False,
+                 score_revision: ScoreRevision = "fixed") -> dict[str, Any] | None:
     """The export record of one prompt, or None when none of its completions exist.
 
     Args:
@@ -88,13 +111,14 @@ def build_record(prompt: PromptRecord, items: list[PlanItem], responses: dict[st
             "response": responses[item.completion_id],
             "annotations": ann,
             "critique": critique,
-            "overall_score": score,
+            "overall_score": revised_score(score, score_revision),
             "fine-grained_score": fine_grained_score(ann),
         })
     if not completions:
         return None
     return {
         "source": prompt.source,
+        **({"id": prompt.id} if with_id else {}),
         "instruction": prompt.instruction,
         "models": [c["model"] for c in completions],
         "completions": completions,
@@ -106,7 +130,8 @@ def build_record(prompt: PromptRecord, items: list[PlanItem], responses: dict[st
 def join_records(prompts: Iterable[PromptRecord], plan: Iterable[PlanItem],
                  completions: Iterable[dict], annotations: Iterable[dict],
                  critiques: Iterable[dict], *, annotation_ids: Iterable[str],
-                 critique_ids: Iterable[str], aspects: tuple[str, ...]) -> list[dict[str, Any]]:
+                 critique_ids: Iterable[str], aspects: tuple[str, ...], with_id: bool = False,
+                 score_revision: ScoreRevision = "fixed") -> list[dict[str, Any]]:
     """The export records of this plan, sorted, from the rows of the lake tables.
 
     Only judgements whose ids this recipe asks for are used (`annotation_ids`, `critique_ids`):
@@ -130,7 +155,8 @@ def join_records(prompts: Iterable[PromptRecord], plan: Iterable[PlanItem],
     for it in plan:
         by_prompt.setdefault(it.prompt_id, []).append(it)
     records = [rec for p in prompts if (rec := build_record(
-        p, by_prompt.get(p.prompt_id, []), responses, ratings, scores, aspects))]
+        p, by_prompt.get(p.prompt_id, []), responses, ratings, scores, aspects, with_id=with_id,
+        score_revision=score_revision))]
     return sorted(records, key=sort_key)
 
 

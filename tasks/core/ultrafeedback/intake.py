@@ -31,6 +31,7 @@ class PromptRecord(BaseModel):
 
     prompt_id: str
     source: str
+    id: str | None = None  # the prompt's id in its source dataset, when the recipe maps one
     instruction: str
     correct_answers: list[str] = []
     incorrect_answers: list[str] = []
@@ -73,7 +74,7 @@ def _answers(value: Any, field: str) -> list[str] | str:
 
 def to_prompt(origin: str, row: int, data: dict[str, Any], *, source: str | None,
               max_chars: int) -> PromptRecord | Quarantined:
-    """Validate one mapped row (`data` keys: instruction, source, correct/incorrect_answers)."""
+    """Validate one mapped row (`data` keys: instruction, source, correct/incorrect_answers, id)."""
 
     def bad(field: str, reason: str) -> Quarantined:
         return Quarantined(origin=origin, row=row, field=field, reason=reason, raw=_preview(data))
@@ -91,6 +92,9 @@ def to_prompt(origin: str, row: int, data: dict[str, Any], *, source: str | None
     if not isinstance(label, str) or not label.strip():
         return bad("source", "no source label: set `source:` on the recipe source or map "
                    f"fields.source to a string column (got {_type_name(label)})")
+    source_id = data.get("id")
+    if source_id is not None and not isinstance(source_id, str | int):
+        return bad("id", f"expected a string or integer, got {_type_name(source_id)}")
     answers = {}
     for field in ("correct_answers", "incorrect_answers"):
         parsed = _answers(data.get(field), field)
@@ -98,7 +102,8 @@ def to_prompt(origin: str, row: int, data: dict[str, Any], *, source: str | None
             return bad(field, parsed.split(": ", 1)[1])
         answers[field] = parsed
     return PromptRecord(prompt_id=prompt_id(text), source=label.strip(), instruction=text,
-                        origin=origin, row=row, **answers)
+                        id=None if source_id is None else str(source_id), origin=origin, row=row,
+                        **answers)
 
 
 def dedupe(records: Iterable[PromptRecord]) -> tuple[list[PromptRecord], int]:

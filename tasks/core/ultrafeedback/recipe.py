@@ -26,6 +26,12 @@ FINE_GRAINED_ASPECTS = ("instruction_following", "honesty", "truthfulness", "hel
 OVERALL_ASPECT = "overall-rating"
 
 
+ScoreRevision = Literal["fixed", "zephyr"]  # docs/datasets.md#overall-score-fix
+
+# `id` is optional: the prompt's id in its source dataset, carried through every export
+MAPPABLE_FIELDS = ("instruction", "source", "correct_answers", "incorrect_answers", "id")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,7 +54,8 @@ class PromptSource(_Strict):
         default_factory=lambda: {"instruction": "instruction", "source": "source",
                                  "correct_answers": "correct_answers",
                                  "incorrect_answers": "incorrect_answers"},
-        description="Prompt field → dotted path in the source row (e.g. conversations.0.value).")
+        description="Prompt field → dotted path in the source row (e.g. conversations.0.value); "
+        "`id` (optional) is the row's id in its source dataset, kept in every export.")
     limit: int | None = Field(default=None, gt=0, description="Read at most this many rows.")
 
     @model_validator(mode="after")
@@ -57,11 +64,10 @@ class PromptSource(_Strict):
             raise ValueError(f"source {self.name!r}: give exactly one of `path` or `dataset`")
         if "instruction" not in self.fields:
             raise ValueError(f"source {self.name!r}: `fields` must map `instruction`")
-        unknown = set(self.fields) - {"instruction", "source", "correct_answers",
-                                      "incorrect_answers"}
+        unknown = set(self.fields) - set(MAPPABLE_FIELDS)
         if unknown:
             raise ValueError(f"source {self.name!r}: unknown field mapping(s) {sorted(unknown)} "
-                             "(allowed: instruction, source, correct_answers, incorrect_answers)")
+                             f"(allowed: {', '.join(MAPPABLE_FIELDS)})")
         return self
 
 
@@ -159,6 +165,9 @@ class ExportSpec(_Strict):
 
     name: str = Field(default="ultrafeedback", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                       description="File stem: exports/ultrafeedback/<name>.{jsonl,parquet}.")
+    score_revision: ScoreRevision = Field(
+        default="fixed", description="`fixed`: overall scores as the judge wrote them; `zephyr`: "
+        "the first release's bug, a score of 1 stored as 10 (zephyr-7b-beta's DPO data).")
 
 
 class UltraFeedbackRecipe(_Strict):
@@ -186,6 +195,11 @@ class UltraFeedbackRecipe(_Strict):
         judges = [self.annotation.judge_model, *([self.critique.judge_model]
                                                  if self.critique.enabled else [])]
         return sorted({*self.plan.models, *judges})
+
+    @property
+    def with_id(self) -> bool:
+        """Whether the exports carry the source `id` (some source maps one)."""
+        return any("id" in s.fields for s in self.sources)
 
     @model_validator(mode="after")
     def _unique_sources(self) -> UltraFeedbackRecipe:

@@ -24,7 +24,8 @@ _REPLY = [("raw", _STR), ("request_key", _STR), ("finish_reason", _STR), ("promp
           ("completion_tokens", _INT), ("latency_s", _FLOAT), ("calls", _INT),
           ("parse_failures", _INT), ("judge_model", _STR)]
 _SCHEMAS = {
-    "uf_prompts": pa.schema([("prompt_id", _STR), ("source", _STR), ("instruction", _STR),
+    "uf_prompts": pa.schema([("prompt_id", _STR), ("source", _STR), ("id", _STR),
+                             ("instruction", _STR),
                              ("correct_answers", pa.list_(_STR)),
                              ("incorrect_answers", pa.list_(_STR)), ("origin", _STR),
                              ("row", _INT)]),
