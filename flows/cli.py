@@ -144,6 +144,40 @@ def run_ultrafeedback(recipe: str | None, overrides: tuple[str, ...], dry_run: b
         sys.exit(2)  # partial: some calls failed for good (counts printed above); rerun retries
 
 
+@main.group()
+def export() -> None:
+    """Build a derived set from what the raw flows landed."""
+
+
+def _export_options(kind: str, example: str) -> Callable:
+    def decorate(command: Callable) -> Callable:
+        command = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                               help=f"Override a recipe value, e.g. {example}.")(command)
+        return click.option("--recipe", type=click.Path(dir_okay=False), default=None,
+                            help=f"Recipe YAML (default: flows/recipes/{kind}.yaml).")(command)
+    return decorate
+
+
+@export.command("sft")
+@_export_options("sft", "min_rounds=2")
+def export_sft(recipe: str | None, overrides: tuple[str, ...]) -> None:
+    """SFT dialogues (ultrachat_200k shape) from the UltraChat messages export."""
+    from flows.derived import ExportParams, sft_export
+
+    click.echo(sft_export(ExportParams(recipe=recipe, overrides=list(overrides)))
+               .model_dump_json(indent=2))
+
+
+@export.command("dpo")
+@_export_options("dpo", "preset=zephyr")
+def export_dpo(recipe: str | None, overrides: tuple[str, ...]) -> None:
+    """Chosen/rejected pairs (ultrafeedback_binarized shape) from the raw UltraFeedback export."""
+    from flows.derived import ExportParams, dpo_export
+
+    click.echo(dpo_export(ExportParams(recipe=recipe, overrides=list(overrides)))
+               .model_dump_json(indent=2))
+
+
 @main.command()
 @click.option("--preset", default="tier3", show_default=True,
               help="tier1..tier5 (approximate OpenAI tiers), vllm, unlimited.")

@@ -123,7 +123,7 @@ class Warehouse:
         cur = self.con.cursor()
         if self._fs is not None:
             self._fs.invalidate_cache()
-        reader = cur.execute(sql, params).fetch_record_batch(rows)
+        reader = cur.sql(sql, params=params).to_arrow_reader(rows)
         try:
             yield from reader
         finally:

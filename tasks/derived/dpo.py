@@ -1,0 +1,203 @@
+"""Build the DPO set from a raw UltraFeedback export, in DuckDB where the data lives
+(tasks/core/derived/binarize.py has the rule and the SQL), and publish it (publish.py).
+
+DuckDB reads the export's Parquet directly (through the lake's filesystem on S3); the tables it
+builds hold ids, scores and response hashes, never the texts, and the output query streams the
+kept pairs in split order to the Parquet writers. Memory stays flat in the number of prompts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
+
+from tasks.adapters.errors import ConfigError
+from tasks.adapters.lake import Lake
+from tasks.adapters.resources import current
+from tasks.adapters.sources import RowError, read_records
+from tasks.adapters.warehouse import Warehouse
+from tasks.core.derived import binarize as bz
+from tasks.core.derived.card import Card
+from tasks.core.ultrafeedback.export import SCORE_REVISION_KEY, revised_score
+from tasks.derived.publish import DPO_SPLITS, Published, publish
+
+REQUIRED = ("source", "instruction", "completions")
+COMPLETION_FIELDS = ("model", "response")
+
+
+class DPOExport(BaseModel):
+    """What the DPO export made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str
+    published: Published
+    counts: bz.DPOCounts
+
+
+def resolve_input(lake: Lake, where: str) -> tuple[str, dict]:
+    """(URL DuckDB and fsspec can read, fsspec options) of a recipe `input`: a URL or absolute
+    path as given, anything else a path in the lake."""
+    if "://" in where:
+        return where, {} if lake.is_local else dict(lake.fs.storage_options)
+    if Path(where).is_absolute():
+        return where, {}
+    return lake.url(where), {} if lake.is_local else dict(lake.fs.storage_options)
+
+
+def read_schema(url: str, options: dict) -> pa.Schema:
+    try:
+        with fsspec.open(url, "rb", **options) as f:
+            return pq.read_schema(f)
+    except FileNotFoundError:
+        raise ConfigError(f"input {url}: no such file (run the ultrafeedback flow first, or set "
+                          "`input` to a raw export)") from None
+    except pa.ArrowInvalid as exc:
+        raise ConfigError(f"input {url}: not a Parquet file ({exc})") from None
+
+
+def check_input(recipe: bz.DPORecipe, url: str, schema: pa.Schema) -> bool:
+    """Raise a ConfigError naming the file and column if the input cannot give this recipe's
+    set; whether it has an `id` column."""
+    missing = [c for c in REQUIRED if c not in schema.names]
+    if missing:
+        raise ConfigError(f"input {url}: no column {', '.join(missing)} (a raw UltraFeedback "
+                          "export has source, instruction, completions)")
+    completion = schema.field("completions").type.value_type
+    names = {f.name for f in completion}
+    need = [*COMPLETION_FIELDS, *({"overall_score": ["overall_score"],
+                                   "mean_aspects": [bz.FINE_GRAINED]}.get(recipe.score,
+                                                                          ["annotations"]))]
+    if absent := [n for n in need if n not in names]:
+        raise ConfigError(f"input {url}: completions have no {', '.join(absent)} field, which "
+                          f"score={recipe.score!r} needs")
+    if recipe.score.startswith("aspect:"):
+        aspects = [f.name for f in completion.field("annotations").type]
+        if recipe.score[7:] not in aspects:
+            raise ConfigError(f"score: no aspect {recipe.score[7:]!r} in {url} "
+                              f"(has: {', '.join(aspects)})")
+    revision = (schema.metadata or {}).get(SCORE_REVISION_KEY)
+    if recipe.preset == "current" and revision == b"zephyr" and recipe.score == "overall_score":
+        raise ConfigError(f"input {url}: exported with score_revision zephyr (1 stored as 10); "
+                          "preset current needs the fixed scores: export it with "
+                          "export.score_revision=fixed")
+    return "id" in schema.names
+
+
+def load_questions(paths: list[str], base_dir: Path) -> list[str]:
+    """The questions of the decontamination files (see binarize.Decontamination)."""
+    out: list[str] = []
+    for name in paths:
+        path = Path(name) if Path(name).is_absolute() else base_dir / name
+        if path.suffix.lower() == ".txt":
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ConfigError(f"decontamination.questions: {path}: {exc.strerror}") from None
+            out += [line.strip() for line in lines if line.strip()]
+            continue
+        for row in read_records(path=path, fields={"question": "question"}):
+            if isinstance(row, RowError):
+                raise ConfigError(f"decontamination.questions: {path} row {row.row}: {row.reason}")
+            q = row.data.get("question")
+            if not isinstance(q, str):
+                raise ConfigError(f"decontamination.questions: {path} row {row.row}: field "
+                                  f"`question` is {type(q).__name__}, not a string")
+            out.append(q)
+    return out
+
+
+def rule_in_words(recipe: bz.DPORecipe, test_rows: int) -> list[str]:
+    """The construction rule for the card."""
+    dec = recipe.decontaminate
+    score = {"overall_score": "its critique `overall_score`" + (
+        " read as the first release did (a score of 1 taken as 10)" if recipe.zephyr_scores
+        else " as the judge wrote it"),
+        "mean_aspects": "its `fine-grained_score` (the mean of the aspect ratings)"}.get(
+        recipe.score, f"its `{recipe.score[7:]}` rating")
+    steps = [f"Read `{recipe.input}` (one row per prompt, its completions and their ratings)."]
+    if dec:
+        steps.append(
+            f"Drop rows of source {', '.join(dec.drop_sources) or '(none)'}, and rows whose "
+            "prompt equals a question of the TruthfulQA list (those rows' instructions"
+            + (f" plus {len(dec.questions)} question file(s)" if dec.questions else "")
+            + ")" + (", exactly or after normalizing case, punctuation and spaces."
+                     if dec.normalized else ", exactly."))
+    steps += [
+        f"Score each completion by {score}; completions without a score take no part, and "
+        "rows with fewer than 2 scored completions are dropped.",
+        "Chosen: the highest-scored completion (the first one on ties).",
+        ("Rejected: the lowest-scored other completion (a seeded pick among equals)."
+         if recipe.rejected == "lowest" else
+         f"Rejected: a uniformly random other completion (seed {recipe.seed}), any score; ties "
+         "with chosen are kept."),
+    ]
+    if recipe.drop_ties or recipe.min_margin:
+        steps.append("Drop pairs " + " and ".join(
+            [*(["whose scores are equal"] if recipe.drop_ties else []),
+             *([f"whose margin is below {recipe.min_margin}"] if recipe.min_margin else [])]) + ".")
+    steps += [
+        "prompt = the instruction; prompt_id = sha256 of the prompt; chosen and rejected = "
+        "[user, assistant] conversations; messages = chosen; scores as float64.",
+        f"Splits (seed {recipe.splits.seed}): {test_rows} pairs (test_size "
+        f"{recipe.splits.test_size}) held out as test_prefs, its first half as test_sft; "
+        "train_prefs = train_sft = the rest; train_gen and test_gen = the sft splits with "
+        "messages ending at the user turn.",
+    ]
+    return steps
+
+
+@task(name="export-dpo", cache_policy=NO_CACHE)
+def export_dpo(recipe: bz.DPORecipe, base_dir: str) -> DPOExport:
+    """Binarize the raw export into exports/dpo/<name>/ (see the module docstring)."""
+    res = current()
+    url, options = resolve_input(res.lake, recipe.input)
+    has_id = check_input(recipe, url, read_schema(url, options))
+    dec = recipe.decontaminate
+    questions = load_questions(dec.questions, Path(base_dir)) if dec else []
+    out = _binarize(res.lake_db(), res.lake, recipe, url, has_id, questions)
+    if isinstance(out, str):  # raised here, once the database is closed and its frame gone
+        raise ConfigError(out)
+    return out
+
+
+def _binarize(wh: Warehouse, lake: Lake, recipe: bz.DPORecipe, url: str, has_id: bool,
+              questions: list[str]) -> DPOExport | str:
+    """The DPO set published, or what is wrong with the recipe for this input."""
+    source = f"read_parquet({bz.literal(url)}, file_row_number = true)"
+    dec = recipe.decontaminate
+    with wh:
+        if recipe.zephyr_scores:
+            wh.con.create_function(bz.ZEPHYR_UDF, lambda s: revised_score(s, "zephyr"),
+                                   ["DOUBLE"], "DOUBLE")
+        wh.execute("CREATE TABLE questions (q VARCHAR)")
+        if questions:
+            wh.con.register("question_list", pa.table({"q": questions}))
+            wh.execute("INSERT INTO questions SELECT q FROM question_list")
+        for sql in bz.statements(recipe, source, has_id):
+            wh.execute(sql)
+        counts = bz.DPOCounts(**wh.query(bz.counts_sql(recipe))[0])
+        if not counts.pairs:
+            return (f"input {url}: no pairs ({counts.rows_read} rows read; "
+                    f"{counts.dropped_fewer_than_2_scored} with fewer than 2 scored completions)")
+        if problem := recipe.splits.problem(counts.pairs, "pairs"):
+            return problem
+        test_rows = recipe.splits.test_rows(counts.pairs)
+        schema = bz.DPO_SCHEMA.append(pa.field("id", pa.string())) if has_id else bz.DPO_SCHEMA
+        card = Card(title=f"{recipe.name}: preference pairs (ultrafeedback_binarized shape)",
+                    summary=f"Chosen/rejected pairs for DPO built by ultraforge from `"
+                            f"{recipe.input}` with preset `{recipe.preset}`.",
+                    rule=rule_in_words(recipe, test_rows), splits={},
+                    tags=["dpo", "preference"], counts=counts.model_dump(),
+                    recipe=recipe.model_dump(mode="json") | {
+                        "decontamination": dec.model_dump(mode="json") if dec else None})
+        published = publish(lake, f"exports/dpo/{recipe.name}",
+                            wh.stream(bz.output_sql(recipe, source, has_id)), DPO_SPLITS,
+                            schema, test_rows, card, recipe.push_to_hub)
+    return DPOExport(input=url, published=published, counts=counts)
