@@ -165,7 +165,7 @@ def critique_job(spec: JudgeSpec, prompt: PromptRecord, completion_id: str, prin
 def parse_annotation_reply(job: AnnotationJob, text: str | None) -> RatingsParse:
     """Parse a rating reply for `job`'s aspect (Type lines for typed aspects, N/A for honesty)."""
     return parse_ratings(text, len(job.order), typed=job.aspect in TYPED_ASPECTS,
-                         allow_na=job.aspect in NA_ASPECTS)
+                         allow_na=job.aspect in NA_ASPECTS, aspect=job.aspect)
 
 
 def answered_completions(plan: Iterable[Any], responses: dict[str, str]
