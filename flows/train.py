@@ -1,0 +1,89 @@
+"""Flows `sft` and `dpo`: train on the exported sets with TRL, zephyr-7b-beta style
+(docs/training.md).
+
+Reads: an exported set (a `save_to_disk` directory or Parquet files per split) and a model
+(`tiny`, a local directory, or a Hub id; DPO starts from the `sft` flow's output directory).
+Writes: `<output_dir>/` with the model, the tokenizer (chat template included) and metrics.json.
+Publishes a progress artifact while training and a summary with the loss curve.
+
+The narrative: resolve the recipe (preset + overrides) → train (read the splits, apply the chat
+template, TRL trainer, evaluate, save) → summary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from tasks.training.config import DPORecipe, PresetName, SFTRecipe, TrainRecipe
+from tasks.training.report import ProgressCallback, publish_training
+from tasks.training.run import TrainResult, train_dpo, train_sft
+
+
+class TrainParams(BaseModel):
+    """A preset plus what has no preset value, and overrides of any recipe key."""
+
+    recipe_type: ClassVar[type[TrainRecipe]]
+
+    preset: PresetName = Field(default="zephyr",
+                               description="`zephyr` (the zephyr-7b-beta run) or `current` (the "
+                                           "fixed alignment-handbook recipe).")
+    dataset: str = Field(description="The exported set: a save_to_disk directory or Parquet per split.")
+    output_dir: str = Field(description="Where the model, tokenizer and metrics.json go.")
+    model: str | None = Field(default=None, description="`tiny`, a local model directory or a Hub "
+                                                         "id; None: the preset's base model.")
+    overrides: dict[str, Any] = Field(default_factory=dict,
+                                      description="Recipe keys to override, e.g. {\"max_steps\": 20}.")
+
+    def load(self) -> TrainRecipe:
+        """The validated recipe (ConfigError naming each bad key)."""
+        given = {"dataset": self.dataset, "output_dir": self.output_dir}
+        if self.model is not None:
+            given["model"] = self.model
+        return self.recipe_type.from_preset(self.preset, {**given, **self.overrides})
+
+
+class SFTParams(TrainParams):
+    """Parameters of the `sft` flow."""
+
+    recipe_type: ClassVar[type[TrainRecipe]] = SFTRecipe
+
+
+class DPOParams(TrainParams):
+    """Parameters of the `dpo` flow; `model` is required (the `sft` flow's output directory)."""
+
+    recipe_type: ClassVar[type[TrainRecipe]] = DPORecipe
+
+    model: str = Field(description="The SFT model to start from: the `sft` flow's output "
+                                   "directory (or a Hub id).")
+
+
+@task(name="sft-train", cache_policy=NO_CACHE)
+def sft_train(recipe: SFTRecipe) -> TrainResult:
+    """SFTTrainer on the recipe's train split, with a progress artifact."""
+    return train_sft(recipe, callbacks=[ProgressCallback("SFT training")])
+
+
+@task(name="dpo-train", cache_policy=NO_CACHE)
+def dpo_train(recipe: DPORecipe) -> TrainResult:
+    """DPOTrainer on the recipe's train split, with a progress artifact."""
+    return train_dpo(recipe, callbacks=[ProgressCallback("DPO training")])
+
+
+@flow(name="sft")
+def sft(params: SFTParams) -> TrainResult:
+    """Exported SFT set → Zephyr chat template → TRL SFTTrainer → model, tokenizer, metrics."""
+    result = sft_train(params.load())
+    publish_training(result)
+    return result
+
+
+@flow(name="dpo")
+def dpo(params: DPOParams) -> TrainResult:
+    """SFT model + exported preference pairs → TRL DPOTrainer → model, tokenizer, metrics."""
+    result = dpo_train(params.load())
+    publish_training(result)
+    return result
