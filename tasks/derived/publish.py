@@ -4,9 +4,11 @@
     exports/<kind>/<name>/README.md              the dataset card, naming those files
     exports/<kind>/<name>/dataset/               `datasets.DatasetDict.save_to_disk`
 
-Rows arrive as a stream of record batches in split order (tasks/core/derived/splits.py), each
-with its `split_rank` and a `gen_messages` column; every split is written from that one stream,
-a batch at a time, so memory does not grow with the set. The files are built in a local
+Rows arrive as a stream of record batches in input order, each with its `split_rank` (its place
+in the seeded draw, tasks/core/derived/splits.py) and a `gen_messages` column; every split is
+written from that one stream, a batch at a time, so memory does not grow with the set, and rows
+keep the input's order within a split. Splits holding the same rows (train_prefs and
+train_sft) are written once and copied. The files are built in a local
 temporary folder and then copied to the lake, each appearing only once complete. With a repo
 id, a token and a network, the same folder (data/ and README.md) is uploaded to the Hub;
 otherwise the push is skipped and the reason returned.
@@ -74,17 +76,25 @@ def _columns(batch: pa.RecordBatch, schema: pa.Schema, gen: bool) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
+def _distinct(splits: Sequence[Split]) -> dict[str, Split]:
+    """Each split, mapped to the first split with the same rows and shape (written once)."""
+    first: dict[tuple, Split] = {}
+    return {s.name: first.setdefault((s.rows, s.gen), s) for s in splits}
+
+
 def write_splits(batches: Iterable[pa.RecordBatch], splits: Sequence[Split], schema: pa.Schema,
                  test_rows: int, folder: Path) -> dict[str, int]:
     """Write `folder`/data/<split>.parquet for every split from one stream; rows per split."""
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    rows = dict.fromkeys((s.name for s in splits), 0)
+    same = _distinct(splits)
+    written = [s for s in splits if same[s.name] is s]
+    rows = dict.fromkeys((s.name for s in written), 0)
     writers = {s.name: pq.ParquetWriter(folder / split_path(s.name), schema, **WRITER_OPTIONS)
-               for s in splits}
+               for s in written}
     try:
         for batch in batches:
             rank = batch.column("split_rank")
-            for s in splits:
+            for s in written:
                 part = _columns(batch.filter(_mask(s, rank, test_rows)), schema, s.gen)
                 if part.num_rows:
                     writers[s.name].write_table(part)
@@ -92,7 +102,10 @@ def write_splits(batches: Iterable[pa.RecordBatch], splits: Sequence[Split], sch
     finally:
         for w in writers.values():
             w.close()
-    return rows
+    for s in splits:
+        if same[s.name] is not s:
+            shutil.copyfile(folder / split_path(same[s.name].name), folder / split_path(s.name))
+    return {s.name: rows[same[s.name].name] for s in splits}
 
 
 def publish(lake: Lake, base: str, batches: Iterable[pa.RecordBatch], splits: Sequence[Split],
@@ -111,20 +124,22 @@ def publish(lake: Lake, base: str, batches: Iterable[pa.RecordBatch], splits: Se
                 shutil.copyfileobj(src, dst, 1 << 20)
             parquet[s] = lake.url(f"{base}/{split_path(s)}")
         card_url = lake.write_bytes(f"{base}/README.md", text.encode("utf-8"))
-        dataset_dict = _save_dataset_dict(lake, f"{base}/dataset", folder, list(rows),
+        dataset_dict = _save_dataset_dict(lake, f"{base}/dataset", folder, splits,
                                           Path(tmp) / "cache")
         hub = push(folder, push_to_hub)
     return Published(folder=lake.url(base), parquet=parquet, rows=rows,
                      dataset_dict=dataset_dict, card=card_url, hub=hub)
 
 
-def _save_dataset_dict(lake: Lake, relpath: str, folder: Path, splits: list[str],
+def _save_dataset_dict(lake: Lake, relpath: str, folder: Path, splits: Sequence[Split],
                        cache: Path) -> str:
     """`DatasetDict.save_to_disk` of the split files at `relpath` (replacing what was there)."""
     datasets.disable_progress_bars()
-    dd = datasets.DatasetDict({
-        s: datasets.Dataset.from_parquet(str(folder / split_path(s)), cache_dir=str(cache))
-        for s in splits})
+    same = _distinct(splits)
+    loaded = {s.name: datasets.Dataset.from_parquet(str(folder / split_path(s.name)),
+                                                    cache_dir=str(cache))
+              for s in splits if same[s.name] is s}
+    dd = datasets.DatasetDict({s.name: loaded[same[s.name].name] for s in splits})
     url = lake.url(relpath)
     if lake.exists(relpath):  # a smaller set must not leave stale shards of a bigger one
         lake.fs.rm(url, recursive=True)
@@ -138,7 +153,7 @@ def push(folder: Path, repo_id: str | None) -> str:
     one line. Needs a token (HF_TOKEN or a saved login) and a network; never logs the token."""
     if repo_id is None:
         return "not pushed: no push_to_hub repo in the recipe"
-    import httpx
+    import httpx2  # huggingface_hub 2.x's HTTP layer: a refused connection is httpx2.ConnectError
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -149,6 +164,6 @@ def push(folder: Path, repo_id: str | None) -> str:
         api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
         api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
                           commit_message="ultraforge export")
-    except (HfHubHTTPError, httpx.HTTPError, OSError) as exc:
+    except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
         return f"not pushed to {repo_id}: the Hub could not be reached ({type(exc).__name__})"
     return f"pushed to https://huggingface.co/datasets/{repo_id}"

@@ -3,7 +3,7 @@ and publish it (publish.py).
 
 The dialogues stream out of DuckDB in batches; each is repaired and filtered in Python (the
 rules are per dialogue and not SQL-shaped), and the kept rows go to a local Parquet file. DuckDB
-then draws the splits over that file and streams the rows in split order to the writers.
+then draws the splits over that file's keys, and the rows go to the writers in input order.
 Memory stays flat in the number of dialogues.
 """
 
@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
@@ -26,8 +29,8 @@ from tasks.adapters.warehouse import Warehouse
 from tasks.core.derived import sft as rules
 from tasks.core.derived.binarize import literal
 from tasks.core.derived.card import Card
-from tasks.core.derived.splits import draw_sql
-from tasks.derived.dpo import read_schema, resolve_input
+from tasks.core.derived.splits import ranks_sql
+from tasks.derived.dpo import resolve_input
 from tasks.derived.publish import SFT_SPLITS, Published, publish
 
 BATCH_ROWS = 2000
@@ -60,6 +63,19 @@ class SFTExport(BaseModel):
     counts: SFTCounts
     disclaimer_phrases: dict[str, int]
     malformed_examples: list[str]
+
+
+def _input_columns(url: str, options: dict) -> list[str]:
+    """The input's columns; a ConfigError if it is missing or not Parquet (dpo.read_schema's
+    message would send the user to the ultrafeedback flow)."""
+    try:
+        with fsspec.open(url, "rb", **options) as f:
+            return pq.read_schema(f).names
+    except FileNotFoundError:
+        raise ConfigError(f"input {url}: no such file (run the ultrachat flow first, or set "
+                          "`input` to Parquet dialogues)") from None
+    except pa.ArrowInvalid as exc:
+        raise ConfigError(f"input {url}: not a Parquet file ({exc})") from None
 
 
 def _patterns(recipe: rules.SFTRecipe, base_dir: Path) -> tuple:
@@ -103,7 +119,7 @@ def export_sft(recipe: rules.SFTRecipe, base_dir: str) -> SFTExport:
     """Repair, filter and split the dialogues into exports/sft/<name>/."""
     res = current()
     url, options = resolve_input(res.lake, recipe.input)
-    names = read_schema(url, options).names
+    names = _input_columns(url, options)
     if "messages" not in names and "data" not in names:
         raise ConfigError(f"input {url}: no `messages` or `data` column (an UltraChat messages "
                           "or raw export has one)")
@@ -150,20 +166,42 @@ def _build(wh: Warehouse, lake: Lake, recipe: rules.SFTRecipe, url: str, names: 
         if problem := recipe.splits.problem(total.kept, "dialogues"):
             return problem
         test_rows = recipe.splits.test_rows(total.kept)
-        draw = draw_sql(recipe.splits.seed, "prompt_id")
-        ordered = (f"SELECT prompt, prompt_id, messages, "
-                   f"list_slice(messages, 1, len(messages) - 1) AS gen_messages, "
-                   f"row_number() OVER (ORDER BY {draw}, row_ix) AS split_rank "
-                   f"FROM read_parquet({literal(str(work))}) ORDER BY split_rank")
+        ranks = wh.query_arrow(ranks_sql(recipe.splits.seed, f"SELECT row_ix, prompt_id FROM "
+                                                             f"read_parquet({literal(str(work))})"))
         card = Card(title=f"{recipe.name}: SFT dialogues (ultrachat_200k shape)",
                     summary=f"Multi-turn dialogues for supervised fine-tuning built by "
                             f"ultraforge from `{recipe.input}`.",
                     rule=rule_in_words(recipe, test_rows), splits={}, tags=["sft", "dialogue"],
-                    counts=total.model_dump() | {f"dropped for '{p}'": n
+                    # `|` escaped: phrases like "(?:do not|don't)" would split the table row
+                    counts=total.model_dump() | {"dropped for '" + p.replace("|", "\\|") + "'": n
                                                  for p, n in sorted(phrases.items())},
                     recipe=recipe.model_dump(mode="json"))
-        published = publish(lake, f"exports/sft/{recipe.name}", wh.stream(ordered),
+        published = publish(lake, f"exports/sft/{recipe.name}", ranked_batches(work, ranks),
                             SFT_SPLITS, rules.SFT_SCHEMA, test_rows, card, recipe.push_to_hub)
     return SFTExport(input=url, published=published, counts=total,
                      disclaimer_phrases=dict(sorted(phrases.items())),
                      malformed_examples=examples)
+
+
+def without_last_turn(messages: pa.ListArray) -> pa.ListArray:
+    """Each dialogue without its last message (the `*_gen` splits: ending at a user turn)."""
+    offsets = messages.offsets.to_numpy()
+    keep = np.ones(offsets[-1] - offsets[0], dtype=bool)
+    keep[offsets[1:] - 1 - offsets[0]] = False
+    values = messages.values.slice(offsets[0], offsets[-1] - offsets[0]).filter(pa.array(keep))
+    return pa.ListArray.from_arrays(pa.array(offsets - offsets[0] - np.arange(len(offsets)),
+                                             pa.int32()), values)
+
+
+def ranked_batches(work: Path, ranks: pa.Table) -> Iterator[pa.RecordBatch]:
+    """The kept rows of `work` (in row_ix order, as are `ranks`) with split_rank and
+    gen_messages."""
+    rank = ranks.column("split_rank").to_numpy()
+    done = 0
+    for batch in pq.ParquetFile(work).iter_batches(batch_size=BATCH_ROWS):
+        n = batch.num_rows
+        yield pa.RecordBatch.from_arrays(
+            [*(batch.column(c) for c in rules.SFT_SCHEMA.names),
+             without_last_turn(batch.column("messages")), pa.array(rank[done:done + n])],
+            names=[*rules.SFT_SCHEMA.names, "gen_messages", "split_rank"])
+        done += n

@@ -148,3 +148,23 @@ def test_no_credentials_in_the_warehouse_file(s3_settings):
 
 def _secret(value) -> str:
     return value.get_secret_value() if value is not None else ""
+
+
+def test_stream_yields_batches_of_at_most_rows_that_concatenate_to_the_query(local_settings):
+    lake = Lake.from_settings(local_settings)
+    lake.write_shard("numbers", "a", [{"n": i, "sq": i * i} for i in range(0, 60)])
+    lake.write_shard("numbers", "b", [{"n": i, "sq": i * i} for i in range(60, 103)])
+    sql = "SELECT n, sq FROM numbers WHERE n % $m <> 0 ORDER BY n DESC"
+    with Warehouse.in_memory(lake) as wh:
+        wh.refresh_views(["numbers"])
+        expected = wh.query_arrow(sql, {"m": 7})
+        batches = list(wh.stream(sql, {"m": 7}, rows=10))
+        assert expected.num_rows == 103 - 15  # 0, 7, ..., 98 left out
+        assert all(isinstance(b, pa.RecordBatch) and 0 < b.num_rows <= 10 for b in batches)
+        assert len(batches) >= expected.num_rows // 10
+        assert pa.Table.from_batches(batches).equals(expected)
+        # a stream closed half read leaves the connection usable
+        stream = wh.stream("SELECT n FROM numbers ORDER BY n", rows=5)
+        assert next(stream).column("n").to_pylist() == [0, 1, 2, 3, 4]
+        stream.close()
+        assert wh.query("SELECT count(*) AS k FROM numbers") == [{"k": 103}]

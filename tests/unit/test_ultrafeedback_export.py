@@ -4,18 +4,22 @@ deterministic serialisation."""
 import json
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from tasks.adapters.lake import parquet_bytes
 from tasks.core.ids import to_jsonl
 from tasks.core.ultrafeedback.export import (
+    SCORE_REVISION_KEY,
     Summary,
     build_record,
     export_schema,
     fine_grained_score,
     join_records,
+    revised_score,
     summarize,
     to_arrow,
 )
-from tasks.core.ultrafeedback.intake import to_prompt
+from tasks.core.ultrafeedback.intake import PromptRecord, Quarantined, to_prompt
 from tasks.core.ultrafeedback.plan import plan_prompt
 from tasks.core.ultrafeedback.recipe import FINE_GRAINED_ASPECTS, UltraFeedbackRecipe
 
@@ -137,3 +141,90 @@ def test_join_uses_only_this_recipes_judgements_and_skips_failed_completions():
     assert summary["counts"] == {"exported_prompts": 1, "exported_completions": 3,
                                  "aspect_ratings": 3, "aspect_ratings_parsed": 1,
                                  "critiques_parsed": 1}
+
+
+# -- score revision and the source id ---------------------------------------------------------------
+
+def test_zephyr_revision_stores_a_score_of_1_as_10_and_leaves_2_to_10_unchanged():
+    assert revised_score(1.0, "zephyr") == 10.0
+    assert [revised_score(float(s), "zephyr") for s in range(2, 11)] == [
+        float(s) for s in range(2, 11)]
+    assert [revised_score(float(s), "fixed") for s in range(1, 11)] == [
+        float(s) for s in range(1, 11)]
+    assert revised_score(None, "zephyr") is None and revised_score(None, "fixed") is None
+
+
+def test_build_record_applies_the_revision_to_the_critique_score():
+    prompt, items, responses, annotations, critiques = _fixture()  # first critique scores 1.0
+    zephyr = build_record(prompt, items, responses, annotations, critiques,
+                          FINE_GRAINED_ASPECTS, score_revision="zephyr")
+    fixed = build_record(prompt, items, responses, annotations, critiques,
+                         FINE_GRAINED_ASPECTS, score_revision="fixed")
+    assert zephyr["completions"][0]["overall_score"] == 10.0
+    assert fixed["completions"][0]["overall_score"] == 1.0
+    assert zephyr["completions"][1]["overall_score"] is None  # no critique stays none
+
+
+def test_export_schema_with_id_puts_id_right_after_source():
+    names = export_schema(FINE_GRAINED_ASPECTS, with_id=True).names
+    assert names == ["source", "id", "instruction", "models", "completions", "correct_answers",
+                     "incorrect_answers"]
+    assert "id" not in export_schema(FINE_GRAINED_ASPECTS).names
+
+
+def test_build_record_with_id_carries_the_prompts_source_id():
+    _, items, responses, annotations, critiques = _fixture()
+    prompt = to_prompt("s", 1, {"instruction": "Who wrote Hamlet?", "source": "sharegpt",
+                                "id": "row-17"}, source=None, max_chars=100)
+    rec = build_record(prompt, items, responses, annotations, critiques, FINE_GRAINED_ASPECTS,
+                       with_id=True)
+    assert list(rec)[:3] == ["source", "id", "instruction"] and rec["id"] == "row-17"
+    table = pa.Table.from_pylist([rec], schema=export_schema(FINE_GRAINED_ASPECTS, with_id=True))
+    assert table.column("id").to_pylist() == ["row-17"]
+    without = build_record(prompt, items, responses, annotations, critiques,
+                           FINE_GRAINED_ASPECTS)
+    assert "id" not in without
+
+
+def test_only_the_zephyr_schema_carries_score_revision_metadata():
+    zephyr = export_schema(FINE_GRAINED_ASPECTS, score_revision="zephyr")
+    assert zephyr.metadata == {SCORE_REVISION_KEY: b"zephyr"}
+    assert SCORE_REVISION_KEY == b"ultraforge.score_revision"
+    assert export_schema(FINE_GRAINED_ASPECTS, score_revision="fixed").metadata is None
+    assert export_schema(FINE_GRAINED_ASPECTS).metadata is None
+
+
+def test_fixed_revision_parquet_bytes_equal_the_plain_schemas():
+    prompt, items, responses, annotations, critiques = _fixture()
+    rec = build_record(prompt, items, responses, annotations, critiques, FINE_GRAINED_ASPECTS)
+    plain = parquet_bytes([rec], export_schema(FINE_GRAINED_ASPECTS))
+    assert parquet_bytes([rec], export_schema(FINE_GRAINED_ASPECTS,
+                                              score_revision="fixed")) == plain
+    zephyr = parquet_bytes([rec], export_schema(FINE_GRAINED_ASPECTS, score_revision="zephyr"))
+    assert pq.read_schema(pa.BufferReader(zephyr)).metadata[SCORE_REVISION_KEY] == b"zephyr"
+    assert SCORE_REVISION_KEY not in (pq.read_schema(pa.BufferReader(plain)).metadata or {})
+
+
+def test_join_records_passes_id_and_revision_through():
+    prompt, items, responses, _, _ = _fixture()
+    prompt = prompt.model_copy(update={"id": "src-1"})
+    completions = [{"completion_id": cid, "response": text} for cid, text in responses.items()]
+    critiques = [{"critique_id": "c", "completion_id": items[0].completion_id,
+                  "critique": "Tight.", "overall_score": 1.0}]
+    [rec] = join_records([prompt], items, completions, [], critiques, annotation_ids=[],
+                         critique_ids=["c"], aspects=("honesty",), with_id=True,
+                         score_revision="zephyr")
+    assert rec["id"] == "src-1" and rec["completions"][0]["overall_score"] == 10.0
+
+
+def test_to_prompt_maps_an_integer_id_to_a_string_and_quarantines_a_dict_id():
+    got = to_prompt("s", 3, {"instruction": "Hi?", "source": "flan", "id": 42}, source=None,
+                    max_chars=100)
+    assert isinstance(got, PromptRecord) and got.id == "42"
+    assert to_prompt("s", 3, {"instruction": "Hi?", "source": "flan"}, source=None,
+                     max_chars=100).id is None
+    bad = to_prompt("s", 4, {"instruction": "Hi?", "source": "flan", "id": {"k": 1}},
+                    source=None, max_chars=100)
+    assert isinstance(bad, Quarantined)
+    assert (bad.field, bad.row, bad.origin) == ("id", 4, "s")
+    assert bad.reason == "expected a string or integer, got dict"

@@ -28,7 +28,7 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks.core.derived.splits import SplitSpec, draw_sql
+from tasks.core.derived.splits import SplitSpec, draw_sql, ranks_sql
 
 MESSAGE = pa.struct([("content", pa.string()), ("role", pa.string())])
 DPO_SCHEMA = pa.schema([
@@ -130,8 +130,8 @@ class DPOCounts(_Strict):
 # -- SQL ------------------------------------------------------------------------------------------
 # Tables of a private in-memory database, built in order by `statements`: prompts (one row per
 # input row), comps (one per scored completion), pairs (chosen and rejected completion index per
-# kept row). The output query reads the responses back from the input by (row, index), so no
-# table ever holds them all.
+# kept row). No table holds a response: the rows are assembled from the input afterwards
+# (tasks/derived/dpo.py), one row group at a time.
 
 ZEPHYR_UDF = "uf_zephyr_score"  # the raw export's revised_score(..., "zephyr"), registered as UDF
 
@@ -241,31 +241,13 @@ def _kept_condition(recipe: DPORecipe) -> str:
     return f"({tie} AND score_chosen - score_rejected >= {float(recipe.min_margin)!r})"
 
 
-def output_sql(recipe: DPORecipe, source_sql: str, has_id: bool) -> str:
-    """The kept pairs in split order (see splits.py), with the columns of DPO_SCHEMA (plus `id`
-    when the input has one), `gen_messages` (messages without the last assistant turn) and the
-    row's `split_rank` (1 = first drawn)."""
-    keep = _kept_condition(recipe)
-    user = "struct_pack(content := p.instruction, role := 'user')"
-
-    def turn(col: str) -> str:
-        return f"[{user}, struct_pack(content := {col}.response, role := 'assistant')]"
-
+def picks_sql(recipe: DPORecipe) -> str:
+    """The kept pairs, one row each: input row, chosen and rejected completion (1-based), scores,
+    and the row's split rank (splits.py). Small: no texts. Ordered by input row."""
+    kept = f"SELECT * FROM pairs WHERE {_kept_condition(recipe)}"
     return f"""
-    WITH kept AS (
-        SELECT *, row_number() OVER (ORDER BY {draw_sql(recipe.splits.seed, "prompt_id")},
-                                             row_ix) AS split_rank
-        FROM pairs WHERE {keep}),
-    responses AS (
-        SELECT s.file_row_number AS row_ix, s.completions FROM {source_sql} s
-        WHERE s.file_row_number IN (SELECT row_ix FROM kept))
-    SELECT p.instruction AS prompt, p.prompt_id,
-           {turn('r.completions[k.chosen_i]')} AS chosen,
-           {turn('r.completions[k.rejected_i]')} AS rejected,
-           {turn('r.completions[k.chosen_i]')} AS messages,
-           k.score_chosen, k.score_rejected,
-           {"p.id," if has_id else ""}
-           [{user}] AS gen_messages, k.split_rank
-    FROM kept k JOIN prompts p USING (row_ix) JOIN responses r USING (row_ix)
-    ORDER BY k.split_rank
+    SELECT p.row_ix, p.prompt_id, p.chosen_i, p.rejected_i, p.score_chosen, p.score_rejected,
+           r.split_rank
+    FROM ({kept}) p JOIN ({ranks_sql(recipe.splits.seed, kept)}) r USING (row_ix)
+    ORDER BY p.row_ix
     """

@@ -100,7 +100,8 @@ def _code_like(word: str, after: str) -> bool:
     """Whether a word (with the two characters after it) looks like code, a path or a URL."""
     if re.search(r"[_\d]", word) or (after[:1] and after[0] in "_/(=[{<@"):
         return True
-    return len(after) == 2 and after[0] in ".:" and after[1].isalnum()  # file.txt, http://
+    # file.txt, http://x, mailto:x
+    return len(after) == 2 and after[0] in ".:" and (after[1].isalnum() or after[1] == "/")
 
 
 def truecase(text: str) -> str:

@@ -1,12 +1,13 @@
 """Seeded splits of a derived set, the same rule for the SFT and DPO sets.
 
-Every row gets a draw: the sha256 of `<seed>:<prompt_id>`. Rows are ordered by their draw (rows
-sharing a prompt by input order); the first `test_size` are the test part, and the first half of
-those (by the same order) is `test_sft`. So a row's split depends only on its prompt, the seed
-and the sizes, not on the order rows were read in, and the same inputs always give the same
-splits. Where HF's script calls `train_test_split(test_size=2000, seed=42)` and
-halves the test part (docs/datasets.md#ultrafeedback_binarized), this gives the same sizes and
-the same construction, with our own draw.
+Every row gets a draw: the sha256 of `<seed>:<prompt_id>`. Rows are ranked by their draw (rows
+sharing a prompt by input order), and every row of a prompt takes the rank of its first row, so
+one prompt never lands on both sides of a cut. Ranks up to `test_size` are the test part, and the
+first half of those is `test_sft`. So a row's split depends only on its prompt, the seed and the
+sizes, not on the order rows were read in, and the same inputs always give the same splits.
+Where HF's script calls `train_test_split(test_size=2000, seed=42)` and halves the test part
+(docs/datasets.md#ultrafeedback_binarized), this gives the same sizes and the same construction,
+with our own draw.
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ class SplitSpec(BaseModel):
             return (f"splits.test_size: {self.test_size} holds out {n} of {rows} {what}, leaving "
                     "none for training; lower it or give a fraction")
         return None
+
+
+def ranks_sql(seed: int, rows_sql: str) -> str:
+    """`(row_ix, split_rank)` of every row of `rows_sql` (a query with row_ix and prompt_id),
+    ordered by row_ix."""
+    return f"""
+    SELECT row_ix, min(drawn) OVER (PARTITION BY prompt_id) AS split_rank FROM (
+        SELECT row_ix, prompt_id,
+               row_number() OVER (ORDER BY {draw_sql(seed, "prompt_id")}, row_ix) AS drawn
+        FROM ({rows_sql}))
+    ORDER BY row_ix
+    """
 
 
 def draw_sql(seed: int, key_sql: str) -> str:
