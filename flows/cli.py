@@ -178,6 +178,76 @@ def export_dpo(recipe: str | None, overrides: tuple[str, ...]) -> None:
                .model_dump_json(indent=2))
 
 
+@main.group()
+def train() -> None:
+    """Train on an exported set with TRL (needs the `train` extra)."""
+
+
+def _train_options(kind: str, model_help: str) -> Callable:
+    def decorate(command: Callable) -> Callable:
+        for option in reversed((
+            click.option("--preset", type=click.Choice(["zephyr", "current"]), default="zephyr",
+                         show_default=True, help="zephyr-7b-beta's recipe or the current one."),
+            click.option("--dataset", default=None, help=f"The exported set: a save_to_disk "
+                         f"directory or Parquet per split (default: the lake's {kind} export)."),
+            click.option("--model", default=None, help=model_help),
+            click.option("--output", default=None,
+                         help=f"Model output directory (default: <data dir>/models/{kind})."),
+            click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                         help="Override a training value, e.g. max_steps=20."),
+        )):
+            command = option(command)
+        return command
+    return decorate
+
+
+@train.command("sft")
+@_train_options("sft", "`tiny`, a local model directory or a Hub id (default: the preset's).")
+def train_sft(preset: str, dataset: str | None, model: str | None, output: str | None,
+              overrides: tuple[str, ...]) -> None:
+    """SFT on the SFT set (train_sft / test_sft)."""
+    from flows.train import SFTParams, sft
+    from tasks.core.yamlconf import apply_overrides
+
+    params = SFTParams(preset=preset, dataset=dataset or _default_set("sft"),
+                       output_dir=output or _models_dir("sft"), model=model,
+                       overrides=apply_overrides({}, list(overrides)))
+    params.load()  # a bad value is one line here, not a failed flow run
+    click.echo(sft(params).model_dump_json(indent=2))
+
+
+@train.command("dpo")
+@_train_options("dpo", "The SFT model to start from (default: <data dir>/models/sft).")
+def train_dpo(preset: str, dataset: str | None, model: str | None, output: str | None,
+              overrides: tuple[str, ...]) -> None:
+    """DPO on the DPO set (train_prefs / test_prefs), from the SFT flow's model."""
+    from flows.train import DPOParams, dpo
+    from tasks.core.yamlconf import apply_overrides
+
+    params = DPOParams(preset=preset, dataset=dataset or _default_set("dpo"),
+                       output_dir=output or _models_dir("dpo"), model=model or _models_dir("sft"),
+                       overrides=apply_overrides({}, list(overrides)))
+    params.load()
+    click.echo(dpo(params).model_dump_json(indent=2))
+
+
+def _default_set(kind: str) -> str:
+    from tasks.adapters.lake import Lake
+    from tasks.adapters.settings import Settings
+    from tasks.core.derived.binarize import DPORecipe
+    from tasks.core.derived.sft import SFTRecipe
+    from tasks.derived.publish import dataset_dict_path
+
+    name = (SFTRecipe() if kind == "sft" else DPORecipe()).name
+    return Lake.from_settings(Settings()).url(dataset_dict_path(kind, name))
+
+
+def _models_dir(kind: str) -> str:
+    from tasks.adapters.settings import Settings
+
+    return str(Settings().data_dir.resolve() / "models" / kind)
+
+
 @main.command()
 @click.option("--preset", default="tier3", show_default=True,
               help="tier1..tier5 (approximate OpenAI tiers), vllm, unlimited.")
@@ -196,11 +266,12 @@ def sim(preset: str, host: str, port: int, seed: int, overrides: tuple[str, ...]
 @main.command()
 @click.option("--preset", default="tier5", show_default=True, help="Simulator preset to run against.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Simulator seed.")
-def demo(preset: str, seed: int) -> None:
+@click.option("--train", is_flag=True, help="Also train the tiny model: SFT, then DPO (CPU).")
+def demo(preset: str, seed: int, train: bool) -> None:
     """Run the whole factory on bundled data against the bundled simulator."""
     from flows.demo import run_demo
 
-    out = run_demo(preset=preset, seed=seed)
+    out = run_demo(preset=preset, seed=seed, train=train)
     uf, uc, sim = out["ultrafeedback"], out["ultrachat"], out["simulator"]
     ufc = uf.counts
     cost = sum(row.cost_usd for row in uf.usage) + sum(
@@ -217,5 +288,17 @@ ultraforge demo finished
   ultrachat      {uc['exported']} dialogues kept of {uc['dialogues']} ({uc['rejected']} rejected)
     {uc['exports']['raw_jsonl']}
     {uc['exports']['messages_parquet']}
+  sft set        {_splits(out['sft_set'])}
+    {out['sft_set'].published.folder}
+  dpo set        {_splits(out['dpo_set'])}
+    {out['dpo_set'].published.folder}
   simulator   {sim['requests']} HTTP requests, {sim['ok_repeats']} repeated paid calls, \
 simulated spend ${cost:.2f}""")
+    for kind in ("sft", "dpo") if train else ():
+        run = out[f"{kind}_train"]
+        click.echo(f"  {kind} training   {run.steps} steps, loss {run.first_loss:.3f} → "
+                   f"{run.last_loss:.3f}\n    {run.model_dir}")
+
+
+def _splits(export) -> str:
+    return ", ".join(f"{split} {rows}" for split, rows in export.published.rows.items())

@@ -30,7 +30,7 @@ from tasks.adapters.warehouse import Warehouse
 from tasks.core.derived import binarize as bz
 from tasks.core.derived.card import Card
 from tasks.core.ultrafeedback.export import SCORE_REVISION_KEY, revised_score
-from tasks.derived.publish import DPO_SPLITS, Published, publish
+from tasks.derived.publish import DPO_SPLITS, Published, publish, set_folder
 
 REQUIRED = ("source", "instruction", "completions")
 BATCH_ROWS = 2000
@@ -207,7 +207,7 @@ def _binarize(wh: Warehouse, lake: Lake, recipe: bz.DPORecipe, url: str, options
                         "decontamination": dec.model_dump(mode="json") if dec else None})
         picks = wh.query_arrow(bz.picks_sql(recipe))
     paired = time.perf_counter()
-    published = publish(lake, f"exports/dpo/{recipe.name}",
+    published = publish(lake, set_folder("dpo", recipe.name),
                         pair_batches(url, options, picks, schema), DPO_SPLITS, schema,
                         test_rows, card, recipe.push_to_hub)
     return DPOExport(input=url, published=published, counts=counts,

@@ -41,6 +41,8 @@ class Split(NamedTuple):
     gen: bool = False
 
 
+DATASET_DIR = "dataset"  # the DatasetDict, inside a set's folder
+
 # docs/datasets.md#ultrafeedback_binarized: train_prefs = train_sft = the train part; test_prefs
 # = the whole test part, test_sft its first half; *_gen = the sft splits without the last turn.
 DPO_SPLITS = (Split("train_prefs", "train"), Split("train_sft", "train"),
@@ -49,6 +51,16 @@ DPO_SPLITS = (Split("train_prefs", "train"), Split("train_sft", "train"),
 # docs/datasets.md#ultrachat_200k
 SFT_SPLITS = (Split("train_sft", "train"), Split("test_sft", "test"),
               Split("train_gen", "train", gen=True), Split("test_gen", "test", gen=True))
+
+
+def set_folder(kind: str, name: str) -> str:
+    """The lake folder of a derived set: exports/<sft|dpo>/<name>."""
+    return f"exports/{kind}/{name}"
+
+
+def dataset_dict_path(kind: str, name: str) -> str:
+    """Where a derived set's DatasetDict is saved in the lake."""
+    return f"{set_folder(kind, name)}/{DATASET_DIR}"
 
 
 class Published(BaseModel):
@@ -124,7 +136,7 @@ def publish(lake: Lake, base: str, batches: Iterable[pa.RecordBatch], splits: Se
                 shutil.copyfileobj(src, dst, 1 << 20)
             parquet[s] = lake.url(f"{base}/{split_path(s)}")
         card_url = lake.write_bytes(f"{base}/README.md", text.encode("utf-8"))
-        dataset_dict = _save_dataset_dict(lake, f"{base}/dataset", folder, splits,
+        dataset_dict = _save_dataset_dict(lake, f"{base}/{DATASET_DIR}", folder, splits,
                                           Path(tmp) / "cache")
         hub = push(folder, push_to_hub)
     return Published(folder=lake.url(base), parquet=parquet, rows=rows,

@@ -31,7 +31,7 @@ from tasks.core.derived.binarize import literal
 from tasks.core.derived.card import Card
 from tasks.core.derived.splits import ranks_sql
 from tasks.derived.dpo import resolve_input
-from tasks.derived.publish import SFT_SPLITS, Published, publish
+from tasks.derived.publish import SFT_SPLITS, Published, publish, set_folder
 
 BATCH_ROWS = 2000
 EXAMPLES = 5  # malformed rows named in the summary
@@ -176,7 +176,7 @@ def _build(wh: Warehouse, lake: Lake, recipe: rules.SFTRecipe, url: str, names: 
                     counts=total.model_dump() | {"dropped for '" + p.replace("|", "\\|") + "'": n
                                                  for p, n in sorted(phrases.items())},
                     recipe=recipe.model_dump(mode="json"))
-        published = publish(lake, f"exports/sft/{recipe.name}", ranked_batches(work, ranks),
+        published = publish(lake, set_folder("sft", recipe.name), ranked_batches(work, ranks),
                             SFT_SPLITS, rules.SFT_SCHEMA, test_rows, card, recipe.push_to_hub)
     return SFTExport(input=url, published=published, counts=total,
                      disclaimer_phrases=dict(sorted(phrases.items())),

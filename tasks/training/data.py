@@ -25,10 +25,13 @@ PARQUET_PATTERNS = ("{split}.parquet", "{split}-*.parquet", "{split}/*.parquet",
 
 
 def load_split(dataset: str, split: str) -> Dataset:
-    """One split of a `save_to_disk` directory, or of a directory of Parquet files per split."""
+    """One split of a `save_to_disk` directory, or of a directory of Parquet files per split.
+
+    Held in memory: the trainers' `map` calls would otherwise write cache files next to the
+    exported set (inside the lake's export folder) or into the user's HF cache."""
     root = Path(dataset)
     if (root / "dataset_dict.json").is_file():
-        splits = load_from_disk(str(root))
+        splits = load_from_disk(str(root), keep_in_memory=True)
         if split not in splits:
             raise ConfigError(f"{dataset}: no split {split!r} (splits: {', '.join(splits)})")
         return splits[split]
@@ -38,7 +41,7 @@ def load_split(dataset: str, split: str) -> Dataset:
     if not files:
         raise ConfigError(f"{dataset}: no split {split!r}: neither a save_to_disk directory nor Parquet "
                           f"files matching {', '.join(p.format(split=split) for p in PARQUET_PATTERNS)}")
-    return Dataset.from_parquet(files)
+    return Dataset.from_parquet(files, keep_in_memory=True)
 
 
 def for_trainer(rows: Dataset, kind: Literal["sft", "dpo"], where: str) -> Dataset:

@@ -2,17 +2,45 @@
 
 import hashlib
 import json
+from pathlib import Path
 
+import datasets
+import pytest
 from click.testing import CliRunner
 
 from flows.cli import main
 
 # sha256 of the demo's exports: the UltraFeedback files as main made them before the shard engine
 # was rebuilt (issue 7, commit 39ab8c6), the UltraChat files since their ids became stable
-# dialogue-id prefixes (issue 8). The same recipes, seed and simulator must keep giving these
-# exact bytes; a deliberate change of the data (a new recipe default, new simulator content)
-# updates them.
+# dialogue-id prefixes (issue 8), the derived sets since they exist (issue 8). The same recipes,
+# seed and simulator must keep giving these exact bytes; a deliberate change of the data (a new
+# recipe default, new simulator content) updates them. The DatasetDict folders are left out:
+# `datasets` writes fingerprints of its own into them.
 GOLDEN = {
+    "exports/dpo/ultrafeedback_binarized/README.md":
+        "0dd33801ecea0099b8db9447e954a8ba775305f8f890b736977f92cf7558d5a8",
+    "exports/dpo/ultrafeedback_binarized/data/test_gen.parquet":
+        "bfa052787f37525cdd6b0d1c751c9b248d6a36017bc3accddd58ff936639656f",
+    "exports/dpo/ultrafeedback_binarized/data/test_prefs.parquet":
+        "03e8dd862c00adc50277e780a15a31ec0c60f315d61820ba95ba53eb6038346c",
+    "exports/dpo/ultrafeedback_binarized/data/test_sft.parquet":
+        "dcaa11d572c49ddcb917f89c5a3f44fdcf90819402ce3cb43c67fe8ec9524d50",
+    "exports/dpo/ultrafeedback_binarized/data/train_gen.parquet":
+        "37665db8119222bb22290ad3ed5f4c836dfe8ac5dc83c6e0e055ae55ecd441f1",
+    "exports/dpo/ultrafeedback_binarized/data/train_prefs.parquet":
+        "f0ddd5138dac427fd24f4c18e99cb59cbd253ea88d3d7ff4375f827864b9a802",
+    "exports/dpo/ultrafeedback_binarized/data/train_sft.parquet":
+        "f0ddd5138dac427fd24f4c18e99cb59cbd253ea88d3d7ff4375f827864b9a802",
+    "exports/sft/ultrachat_200k/README.md":
+        "d6c0278955b2ff0ba3e767b03b32c853ec00958c463397f7c97a827e2576b66b",
+    "exports/sft/ultrachat_200k/data/test_gen.parquet":
+        "95de8295f5e68dfa4dabe14b23843d898c31183fc393e11f1ff1af2abd74a16e",
+    "exports/sft/ultrachat_200k/data/test_sft.parquet":
+        "e2c5c89b1fc3dd4a40ffcfbb9595700ed701aa52c9909e8bb775773f9862e2fd",
+    "exports/sft/ultrachat_200k/data/train_gen.parquet":
+        "0ce350692dd51ecc1c5492086897af95024713184db303d7204c3b05db552acc",
+    "exports/sft/ultrachat_200k/data/train_sft.parquet":
+        "9e9ee5a46ead91313e0df3da966cfba1192429d73dc8ac0848fe34ae815ab647",
     "exports/ultrachat/ultrachat/messages.jsonl":
         "b50b942eeb69a1f35aac0f1f72adc9a2e18e33160750f0d42a3a7956cdfa6d20",
     "exports/ultrachat/ultrachat/messages.parquet":
@@ -28,12 +56,18 @@ GOLDEN = {
 }
 
 
-def test_demo_exports_are_byte_identical_to_before_the_engine_rebuild_and_a_rerun_pays_nothing(
+def exports_of(lake: Path) -> dict[Path, bytes]:
+    """Every file under exports/, the DatasetDict folders' contents included."""
+    return {p: p.read_bytes() for p in sorted((lake / "exports").rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_demo_with_training_gives_the_golden_exports_trains_on_them_and_a_rerun_pays_nothing(
         prefect_api, tmp_path, monkeypatch):
     monkeypatch.setenv("ULTRAFORGE_DATA_DIR", str(tmp_path / "data"))
     runner = CliRunner()
 
-    first = runner.invoke(main, ["demo"], catch_exceptions=False)
+    first = runner.invoke(main, ["demo", "--train"], catch_exceptions=False)
     assert first.exit_code == 0, first.output
     assert "0 repeated paid calls" in first.output
     lake = tmp_path / "data" / "lake"
@@ -44,12 +78,23 @@ def test_demo_exports_are_byte_identical_to_before_the_engine_rebuild_and_a_reru
     assert len(uf_rows) == 100 and all(len(r["completions"]) == 4 for r in uf_rows)
     assert len(uc_rows) > 90 and all(len(r["data"]) >= 4 for r in uc_rows)
     assert (tmp_path / "data" / "ultraforge.duckdb").exists()
-    exports = sorted((lake / "exports").rglob("*.*"))
-    before = {p: p.read_bytes() for p in exports}
-    assert {str(p.relative_to(lake)): hashlib.sha256(b).hexdigest()
-            for p, b in before.items()} == GOLDEN
+    before = exports_of(lake)
+    assert {str(p.relative_to(lake)): hashlib.sha256(b).hexdigest() for p, b in before.items()
+            if "/dataset/" not in str(p)} == GOLDEN
+    # TRL trained on the exported sets as they are, and left them as they were (no cache files)
+    sets = {kind: datasets.load_from_disk(str(lake / f"exports/{kind}/{name}/dataset"))
+            for kind, name in (("sft", "ultrachat_200k"), ("dpo", "ultrafeedback_binarized"))}
+    assert len(sets["sft"]["train_sft"]) == 90 and len(sets["dpo"]["train_prefs"]) == 75
+    for kind in ("sft", "dpo"):
+        metrics = json.loads((tmp_path / "data" / "models" / kind / "metrics.json").read_text())
+        curve = [step["loss"] for step in metrics["loss_curve"]]
+        assert len(curve) >= 10 and curve[-1] < curve[0], (kind, curve)
+        assert (tmp_path / "data" / "models" / kind / "config.json").is_file()
 
     second = runner.invoke(main, ["demo"], catch_exceptions=False)
     assert second.exit_code == 0, second.output
     assert "simulator   0 HTTP requests" in second.output
-    assert {p: p.read_bytes() for p in exports} == before  # same bytes, all from the journal
+    after = exports_of(lake)
+    assert {p: b for p, b in after.items() if "/dataset/" not in str(p)} == {
+        p: b for p, b in before.items() if "/dataset/" not in str(p)}  # same bytes, from the journal
+    assert {p.relative_to(lake) for p in after} == {p.relative_to(lake) for p in before}
