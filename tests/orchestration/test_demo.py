@@ -20,27 +20,27 @@ GOLDEN = {
     "exports/dpo/ultrafeedback_binarized/README.md":
         "0dd33801ecea0099b8db9447e954a8ba775305f8f890b736977f92cf7558d5a8",
     "exports/dpo/ultrafeedback_binarized/data/test_gen.parquet":
-        "bfa052787f37525cdd6b0d1c751c9b248d6a36017bc3accddd58ff936639656f",
+        "53777bb50e06936bbcd629e28a699587c2a768d368088bf3850cd28b37ff84f6",
     "exports/dpo/ultrafeedback_binarized/data/test_prefs.parquet":
-        "03e8dd862c00adc50277e780a15a31ec0c60f315d61820ba95ba53eb6038346c",
+        "362ac4d61587c5f2fb40705862dfa556ad0ac837f1617491cfd273dd6e7364f6",
     "exports/dpo/ultrafeedback_binarized/data/test_sft.parquet":
-        "dcaa11d572c49ddcb917f89c5a3f44fdcf90819402ce3cb43c67fe8ec9524d50",
+        "bff6f1b7b55b716cd6b62b0aee2e1d2a018c54b1e6a3d5174cb9cb472e5f896c",
     "exports/dpo/ultrafeedback_binarized/data/train_gen.parquet":
-        "37665db8119222bb22290ad3ed5f4c836dfe8ac5dc83c6e0e055ae55ecd441f1",
+        "0397bb25eef41eca253ec1757d1e1446d875cbe1af2ad0eaf37790629d796465",
     "exports/dpo/ultrafeedback_binarized/data/train_prefs.parquet":
-        "f0ddd5138dac427fd24f4c18e99cb59cbd253ea88d3d7ff4375f827864b9a802",
+        "b46eb85b97fee1a8b0691c13088c0c103a90cad02f88f73db2a2c94a02855d33",
     "exports/dpo/ultrafeedback_binarized/data/train_sft.parquet":
-        "f0ddd5138dac427fd24f4c18e99cb59cbd253ea88d3d7ff4375f827864b9a802",
+        "b46eb85b97fee1a8b0691c13088c0c103a90cad02f88f73db2a2c94a02855d33",
     "exports/sft/ultrachat_200k/README.md":
         "d6c0278955b2ff0ba3e767b03b32c853ec00958c463397f7c97a827e2576b66b",
     "exports/sft/ultrachat_200k/data/test_gen.parquet":
-        "95de8295f5e68dfa4dabe14b23843d898c31183fc393e11f1ff1af2abd74a16e",
+        "a5193844605d79df2eaad1c713bd278f3a83758f7bcb13634c41961080766ae1",
     "exports/sft/ultrachat_200k/data/test_sft.parquet":
-        "e2c5c89b1fc3dd4a40ffcfbb9595700ed701aa52c9909e8bb775773f9862e2fd",
+        "00e9909a100512e36db04b8fde8c9009d13a19aaa209f500b8df97d2fa8c5f62",
     "exports/sft/ultrachat_200k/data/train_gen.parquet":
-        "0ce350692dd51ecc1c5492086897af95024713184db303d7204c3b05db552acc",
+        "1575bad86edc3f153b5089417b02859ad6a36ff0c564fed61941c24a667cc173",
     "exports/sft/ultrachat_200k/data/train_sft.parquet":
-        "9e9ee5a46ead91313e0df3da966cfba1192429d73dc8ac0848fe34ae815ab647",
+        "cf484aeb7a7ae7083d793d831d0b14b93ecf57e0d6d05fde16837aa32aef3dc3",
     "exports/ultrachat/ultrachat/messages.jsonl":
         "b50b942eeb69a1f35aac0f1f72adc9a2e18e33160750f0d42a3a7956cdfa6d20",
     "exports/ultrachat/ultrachat/messages.parquet":
