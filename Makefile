@@ -27,3 +27,4 @@ bench: install
 	$(BIN)/python benchmarks/gateway_adaptive.py
 	$(BIN)/python benchmarks/factory_throughput.py
 	$(BIN)/python benchmarks/stage_overlap.py
+	$(BIN)/python benchmarks/binarize_scale.py
