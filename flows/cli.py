@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import click
 
-from tasks.adapters.errors import UltraforgeError
+from tasks.adapters.errors import ConfigError, UltraforgeError
 
 
 class _OneLineForOurErrors(logging.Filter):
@@ -94,16 +94,19 @@ def run() -> None:
     """Run one flow of the factory."""
 
 
-def recipe_options(flow: str, example: str, dry_run_help: str) -> Callable:
-    """The options every `run` command takes: --recipe, repeatable --set, --dry-run."""
+def recipe_options(flow: str, example: str, dry_run_help: str | None = None) -> Callable:
+    """The options of a command that runs a recipe: --recipe, repeatable --set, and --dry-run
+    when the flow has one."""
     def decorate(command: Callable) -> Callable:
-        for option in reversed((
+        options = [
             click.option("--recipe", type=click.Path(dir_okay=False), default=None,
                          help=f"Recipe YAML (default: flows/recipes/{flow}.yaml)."),
             click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                          help=f"Override a recipe value, e.g. {example}."),
-            click.option("--dry-run", is_flag=True, help=dry_run_help),
-        )):
+        ]
+        if dry_run_help is not None:
+            options.append(click.option("--dry-run", is_flag=True, help=dry_run_help))
+        for option in reversed(options):
             command = option(command)
         return command
     return decorate
@@ -149,33 +152,26 @@ def export() -> None:
     """Build a derived set from what the raw flows landed."""
 
 
-def _export_options(kind: str, example: str) -> Callable:
-    def decorate(command: Callable) -> Callable:
-        command = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                               help=f"Override a recipe value, e.g. {example}.")(command)
-        return click.option("--recipe", type=click.Path(dir_okay=False), default=None,
-                            help=f"Recipe YAML (default: flows/recipes/{kind}.yaml).")(command)
-    return decorate
-
-
 @export.command("sft")
-@_export_options("sft", "min_rounds=2")
+@recipe_options("sft", "min_rounds=2")
 def export_sft(recipe: str | None, overrides: tuple[str, ...]) -> None:
     """SFT dialogues (ultrachat_200k shape) from the UltraChat messages export."""
-    from flows.derived import ExportParams, sft_export
+    from flows.derived import ExportParams, resolve, sft_export
 
-    click.echo(sft_export(ExportParams(recipe=recipe, overrides=list(overrides)))
-               .model_dump_json(indent=2))
+    params = ExportParams(recipe=recipe, overrides=list(overrides))
+    resolve(params, "sft")  # a config error is one line here, not a failed flow run
+    click.echo(sft_export(params).model_dump_json(indent=2))
 
 
 @export.command("dpo")
-@_export_options("dpo", "preset=zephyr")
+@recipe_options("dpo", "preset=zephyr")
 def export_dpo(recipe: str | None, overrides: tuple[str, ...]) -> None:
     """Chosen/rejected pairs (ultrafeedback_binarized shape) from the raw UltraFeedback export."""
-    from flows.derived import ExportParams, dpo_export
+    from flows.derived import ExportParams, dpo_export, resolve
 
-    click.echo(dpo_export(ExportParams(recipe=recipe, overrides=list(overrides)))
-               .model_dump_json(indent=2))
+    params = ExportParams(recipe=recipe, overrides=list(overrides))
+    resolve(params, "dpo")
+    click.echo(dpo_export(params).model_dump_json(indent=2))
 
 
 @main.group()
@@ -239,7 +235,11 @@ def _default_set(kind: str) -> str:
     from tasks.derived.publish import dataset_dict_path
 
     name = (SFTRecipe() if kind == "sft" else DPORecipe()).name
-    return Lake.from_settings(Settings()).url(dataset_dict_path(kind, name))
+    lake = Lake.from_settings(Settings())
+    if not lake.is_local:
+        raise ConfigError(f"the lake is {lake.url('')}: training reads a local copy of the set; "
+                          f"pass --dataset (e.g. a download of {dataset_dict_path(kind, name)})")
+    return lake.url(dataset_dict_path(kind, name))
 
 
 def _models_dir(kind: str) -> str:

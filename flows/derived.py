@@ -35,9 +35,13 @@ class ExportParams(BaseModel):
 DEFAULT_PARAMS = ExportParams()
 
 
-def _recipe(params: ExportParams, kind: str, model: type) -> tuple:
+RECIPES = {"sft": SFTRecipe, "dpo": DPORecipe}
+
+
+def resolve(params: ExportParams, kind: str) -> tuple[SFTRecipe | DPORecipe, str]:
+    """The validated recipe of a `kind` export and the directory its paths are relative to."""
     path = params.recipe or str(RECIPES_DIR / f"{kind}.yaml")
-    return load_recipe(path, model, params.overrides), str(Path(path).resolve().parent)
+    return load_recipe(path, RECIPES[kind], params.overrides), str(Path(path).resolve().parent)
 
 
 def _summary(kind: str, published_rows: dict[str, int], counts: dict[str, int],
@@ -53,7 +57,7 @@ def _summary(kind: str, published_rows: dict[str, int], counts: dict[str, int],
 def dpo_export(params: ExportParams = DEFAULT_PARAMS) -> DPOExport:
     """Raw UltraFeedback export → chosen/rejected pairs (ultrafeedback_binarized shape)."""
     res = current()
-    recipe, base_dir = _recipe(params, "dpo", DPORecipe)
+    recipe, base_dir = resolve(params, "dpo")
     out = export_dpo(recipe, base_dir)
     write_manifest(res, "export-dpo", recipe, out.counts.model_dump())
     _summary("dpo", out.published.rows, out.counts.model_dump(), [f"Hub: {out.published.hub}"])
@@ -64,7 +68,7 @@ def dpo_export(params: ExportParams = DEFAULT_PARAMS) -> DPOExport:
 def sft_export(params: ExportParams = DEFAULT_PARAMS) -> SFTExport:
     """Landed UltraChat dialogues → truecased, filtered SFT dialogues (ultrachat_200k shape)."""
     res = current()
-    recipe, base_dir = _recipe(params, "sft", SFTRecipe)
+    recipe, base_dir = resolve(params, "sft")
     out = export_sft(recipe, base_dir)
     write_manifest(res, "export-sft", recipe, out.counts.model_dump())
     phrases = [{"phrase": p, "dialogues dropped": n} for p, n in out.disclaimer_phrases.items()]

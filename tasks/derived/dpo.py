@@ -10,6 +10,7 @@ flat in the number of prompts, and no step touches a row in Python.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,9 +50,13 @@ class DPOExport(BaseModel):
 
 
 def resolve_input(lake: Lake, where: str) -> tuple[str, dict]:
-    """(URL DuckDB and fsspec can read, fsspec options) of a recipe `input`: a URL or absolute
-    path as given, anything else a path in the lake."""
+    """(URL DuckDB and fsspec can read, fsspec options) of a recipe `input`: an `s3://` URL or an
+    absolute path as given, anything else a path in the lake. Other URLs are refused: DuckDB
+    would fetch an extension to read them, and nothing is downloaded at run time."""
     if "://" in where:
+        if not where.startswith("s3://"):
+            raise ConfigError(f"input {where}: only local paths, lake paths and s3:// URLs can be "
+                              "read; copy the file into the lake or to this machine first")
         return where, {} if lake.is_local else dict(lake.fs.storage_options)
     if Path(where).is_absolute():
         return where, {}
@@ -188,7 +193,9 @@ def _binarize(wh: Warehouse, lake: Lake, recipe: bz.DPORecipe, url: str, options
         if questions:
             wh.con.register("question_list", pa.table({"q": questions}))
             wh.execute("INSERT INTO questions SELECT q FROM question_list")
-        for sql in bz.statements(recipe, source, has_id):
+        leaves = completion_leaves(url, options, ("model", "response", *bz.score_fields(recipe)))
+        wh.con.register("completion_leaves", leaves)
+        for sql in bz.statements(recipe, source, "completion_leaves"):
             wh.execute(sql)
         counts = bz.DPOCounts(**wh.query(bz.counts_sql(recipe))[0])
         if not counts.pairs:
@@ -215,6 +222,38 @@ def _binarize(wh: Warehouse, lake: Lake, recipe: bz.DPORecipe, url: str, options
                               "publish": round(time.perf_counter() - paired, 3)})
 
 
+def _leaf_paths(pf: pq.ParquetFile, fields: tuple[str, ...]) -> list[str]:
+    """The Parquet leaf paths of these completion fields (`completions.list.element.<field>` as
+    pyarrow writes them; other writers name the list levels differently)."""
+    paths = [c.path for c in (pf.schema.column(i) for i in range(len(pf.schema)))]
+    return [p for p in paths if p.startswith("completions.")
+            and any(p.endswith("." + f) for f in fields)]
+
+
+def completion_leaves(url: str, options: dict, fields: tuple[str, ...]) -> pa.RecordBatchReader:
+    """A stream of `file_row_number` and `completions` holding only `fields`: DuckDB decodes
+    every field of a struct it reads, and rationales and critiques are most of the bytes."""
+    f = fsspec.open(url, "rb", **options).open()
+    pf = pq.ParquetFile(f)
+    batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=_leaf_paths(pf, fields))
+    first = next(batches, None)
+    completions = (first.schema.field("completions") if first is not None
+                   else pf.schema_arrow.field("completions"))
+    schema = pa.schema([("file_row_number", pa.int64()), completions])
+
+    def numbered() -> Iterator[pa.RecordBatch]:
+        start = 0
+        try:
+            for batch in itertools.chain([first] if first is not None else [], batches):
+                rows = pa.array(np.arange(start, start + batch.num_rows, dtype=np.int64))
+                yield pa.RecordBatch.from_arrays([rows, batch.column("completions")],
+                                                 schema=schema)
+                start += batch.num_rows
+        finally:
+            f.close()
+    return pa.RecordBatchReader.from_batches(schema, numbered())
+
+
 def pair_batches(url: str, options: dict, picks: pa.Table,
                  schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """The kept pairs as record batches of `schema` plus `gen_messages` and `split_rank`, in
@@ -224,9 +263,8 @@ def pair_batches(url: str, options: dict, picks: pa.Table,
     with fsspec.open(url, "rb", **options) as f:
         pf = pq.ParquetFile(f)
         # of the completions, only the responses are decoded (a third of the reading time)
-        responses = [c.path for c in (pf.schema.column(i) for i in range(len(pf.schema)))
-                     if c.path.startswith("completions.") and c.path.endswith(".response")]
-        columns = ["instruction", *responses, *(["id"] if "id" in schema.names else [])]
+        columns = ["instruction", *_leaf_paths(pf, ("response",)),
+                   *(["id"] if "id" in schema.names else [])]
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
             end = int(np.searchsorted(rows, start + batch.num_rows))
             if end > done:

@@ -184,7 +184,7 @@ def push(folder: Path, repo_id: str | None) -> str:
     if repo_id is None:
         return "not pushed: no push_to_hub repo in the recipe"
     import httpx2  # huggingface_hub 2.x's HTTP layer: a refused connection is httpx2.ConnectError
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi, constants, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
     if not get_token():
@@ -194,6 +194,9 @@ def push(folder: Path, repo_id: str | None) -> str:
         api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
         api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder),
                           commit_message="ultraforge export")
-    except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
+    except HfHubHTTPError as exc:  # the Hub answered: say what it said, by status
+        status = exc.response.status_code if exc.response is not None else "?"
+        return f"not pushed to {repo_id}: the Hub refused it (HTTP {status})"
+    except (httpx2.HTTPError, OSError) as exc:
         return f"not pushed to {repo_id}: the Hub could not be reached ({type(exc).__name__})"
-    return f"pushed to https://huggingface.co/datasets/{repo_id}"
+    return f"pushed to {repo_id} on {constants.ENDPOINT}"

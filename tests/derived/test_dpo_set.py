@@ -17,6 +17,7 @@ from tasks.adapters.resources import Resources, activate
 from tasks.core.derived.binarize import DPORecipe
 from tasks.core.ultrafeedback.export import export_schema
 from tasks.core.ultrafeedback.recipe import FINE_GRAINED_ASPECTS
+from tasks.derived import dpo as dpo_task
 from tasks.derived.dpo import export_dpo
 
 INPUT = "exports/ultrafeedback/fixture.parquet"
@@ -60,6 +61,7 @@ ROWS = {
                          completion("b", 2.0), source="evol_instruct"),
     "listed": row("Can pigs fly?", completion("a", 6.0), completion("b", 2.0), source="flan"),
     "identical": row("Twins?", completion("a", 5.0, "same"), completion("a", 5.0, "same")),
+    "all_tied": row("All tied?", completion("a", 6.0), completion("b", 6.0), completion("c", 6.0)),
     "single": row("Alone?", completion("a", 9.0)),
 }
 MANY = [row(f"Question number {i}?", *(completion(m, float(s)) for m, s in
@@ -97,11 +99,15 @@ def answer(pair: dict, side: str) -> str:
 def test_chosen_is_the_first_highest_rejected_another_scored_one_and_short_rows_are_dropped(lake):
     out, pairs = build(lake, preset="zephyr")
     c = out.counts
-    assert c.rows_read == 9 and c.dropped_source == 0
+    assert c.rows_read == 10 and c.dropped_source == 0
     assert c.dropped_fewer_than_2_scored == 2  # one_scored (7, null, null) and single
     assert c.dropped_no_different_completion == 1  # two identical completions
     assert set(pairs) == {"Tied?", "Nulls?", "Bug?", ROWS["truthful"]["instruction"],
-                          ROWS["same_question"]["instruction"], "Can pigs fly?"} and c.pairs == 6
+                          ROWS["same_question"]["instruction"], "Can pigs fly?",
+                          "All tied?"} and c.pairs == 7
+    # ties are kept: every completion of "All tied?" scores 6, so its pair is a tie
+    assert pairs["All tied?"]["score_chosen"] == pairs["All tied?"]["score_rejected"] == 6.0
+    assert answer(pairs["All tied?"], "chosen") == "answer of a" and c.ties_kept >= 1
     assert answer(pairs["Tied?"], "chosen") == "answer of a"  # first of the two 8s
     assert pairs["Tied?"]["score_chosen"] == 8.0
     assert answer(pairs["Tied?"], "rejected") != "answer of a"
@@ -132,7 +138,7 @@ def test_current_drops_truthful_qa_rows_and_matching_prompts_exactly_and_normali
     assert (c.dropped_source, c.dropped_question_exact, c.dropped_question_normalized) == (1, 1, 1)
     assert "Can pigs fly?" not in pairs and ROWS["truthful"]["instruction"] not in pairs
     assert ROWS["same_question"]["instruction"] not in pairs
-    assert set(pairs) == {"Tied?", "Nulls?", "Bug?"}
+    assert set(pairs) == {"Tied?", "Nulls?", "Bug?", "All tied?"}
     # without normalized matching the case-and-punctuation variant stays
     out, pairs = build(lake, tmp_path=tmp_path, preset="current",
                        decontamination={"questions": ["questions.txt"], "normalized": False})
@@ -158,6 +164,7 @@ def test_the_rejected_pick_is_seeded_uniform_and_depends_only_on_the_row(lake):
 def test_each_option_changes_exactly_what_it_says(lake):
     _, base = build(lake, preset="zephyr")
     ties = {k for k, v in base.items() if v["score_chosen"] == v["score_rejected"]}
+    assert "All tied?" in ties
     out, no_ties = build(lake, preset="zephyr", drop_ties=True)
     assert no_ties == {k: v for k, v in base.items() if k not in ties}
     assert out.counts.dropped_ties == len(ties)
@@ -170,7 +177,7 @@ def test_each_option_changes_exactly_what_it_says(lake):
         "Tied?": ("answer of a", 3.0), "Nulls?": ("answer of b", 4.0),
         "Bug?": ("answer of a", 2.0), ROWS["truthful"]["instruction"]: ("answer of a", 2.0),
         ROWS["same_question"]["instruction"]: ("answer of a", 2.0),
-        "Can pigs fly?": ("answer of a", 2.0)}
+        "Can pigs fly?": ("answer of a", 2.0), "All tied?": ("answer of a", 6.0)}
 
 
 def test_aspect_and_mean_scores_rank_by_their_own_values(lake):
@@ -245,8 +252,46 @@ def test_bad_inputs_are_one_line_config_errors_naming_the_problem(lake):
     land(lake, list(ROWS.values()))
     with pytest.raises(ConfigError, match="no aspect 'honesy'"):
         export_dpo.fn(DPORecipe(input=INPUT, score="aspect:honesy"), ".")
-    with pytest.raises(ConfigError, match="holds out 2000 of 6 pairs"):
+    with pytest.raises(ConfigError, match="holds out 2000 of 7 pairs"):
         export_dpo.fn(DPORecipe(input=INPUT, preset="zephyr"), ".")
     land(lake, list(ROWS.values()), score_revision="zephyr")
     with pytest.raises(ConfigError, match="score_revision zephyr"):
         export_dpo.fn(DPORecipe(input=INPUT, preset="current"), ".")
+    with pytest.raises(ConfigError, match="only local paths, lake paths and s3:// URLs"):
+        export_dpo.fn(DPORecipe(input="https://example.org/uf.parquet"), ".")
+
+
+def test_normalized_matching_keeps_other_scripts_apart(lake):
+    rows = [row("量子コンピュータとは何ですか？", completion("a", 9.0), completion("b", 2.0),
+                source="truthful_qa"),
+            row("量子コンピュータとは何ですか", completion("a", 9.0), completion("b", 2.0)),
+            row("東京の人口は？", completion("a", 9.0), completion("b", 2.0)),
+            row("Qu'est-ce qu'un café ?", completion("a", 9.0), completion("b", 2.0)),
+            row("?!", completion("a", 9.0), completion("b", 2.0), source="truthful_qa"),
+            row("...", completion("a", 9.0), completion("b", 2.0))]
+    out, pairs = build(lake, rows, splits={"test_size": 1})
+    c = out.counts
+    assert (c.dropped_source, c.dropped_question_normalized) == (2, 1)
+    # the same question without its final mark is caught; an unrelated one and a punctuation-only
+    # prompt (whose normal form is empty) are not
+    assert set(pairs) == {"東京の人口は？", "Qu'est-ce qu'un café ?", "..."}
+
+
+def test_a_row_without_instruction_or_a_null_response_takes_no_part(lake):
+    rows = [*MANY[:4], row(None, completion("a", 9.0), completion("b", 2.0)),
+            row("Null response?", completion("a", 9.0), completion("b", 5.0),
+                completion("c", 3.0))]
+    rows[-1]["completions"][0]["response"] = None
+    out, pairs = build(lake, rows, splits={"test_size": 1})
+    assert out.counts.dropped_no_prompt == 1 and None not in pairs
+    assert answer(pairs["Null response?"], "chosen") == "answer of b"
+
+
+def test_row_groups_and_batch_edges_do_not_move_any_pair(lake, monkeypatch):
+    rows = [dict(r) for r in MANY]
+    for r in rows[::7]:  # rows dropped here and there, on both sides of batch edges
+        r["completions"] = r["completions"][:1]
+    _, whole = build(lake, rows)
+    monkeypatch.setattr(dpo_task, "BATCH_ROWS", 7)
+    _, edged = build(lake, rows)
+    assert edged == whole and len(whole) == len(rows) - len(rows[::7])

@@ -15,8 +15,10 @@ import pytest
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.lake import Lake, parquet_bytes
 from tasks.adapters.resources import Resources, activate
+from tasks.core.derived import sft as rules
 from tasks.core.derived.sft import DISCLAIMERS, SFTRecipe, phrases
 from tasks.core.ultrachat.tables import MESSAGES_SCHEMA, RAW_SCHEMA
+from tasks.derived import sft as sft_task
 from tasks.derived.sft import export_sft
 
 INPUT = "exports/ultrachat/fixture/messages.parquet"
@@ -300,3 +302,18 @@ def test_bad_inputs_are_one_line_config_errors_naming_the_problem(lake):
     land(lake, messages_rows([d for d in DIALOGUES if d[0] in ("bad-order", "lonely")]))
     with pytest.raises(ConfigError, match=r"no dialogue kept of 2 .*row 0 \(id bad-order\)"):
         export_sft.fn(SFTRecipe(input=INPUT), ".")
+
+
+def test_batch_edges_do_not_move_any_row_between_splits(local_lake, monkeypatch):
+    whole = build(local_lake)
+    before = {s: pq.read_table(local_lake.fs.open(u)).to_pylist()
+              for s, u in whole.published.parquet.items()}
+    monkeypatch.setattr(sft_task, "BATCH_ROWS", 4)
+    edged = build(local_lake)
+    assert {s: pq.read_table(local_lake.fs.open(u)).to_pylist()
+            for s, u in edged.published.parquet.items()} == before
+
+
+def test_a_message_that_is_not_a_message_is_malformed_not_a_crash():
+    assert rules.as_messages([{"role": "user", "content": "Hi."}, None], None) == (
+        "messages[1] is NoneType, not a message")

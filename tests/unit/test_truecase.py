@@ -53,8 +53,9 @@ def test_truecase_capitalizes_message_starts_and_sentence_starts(text, want):
     '"Done," she said.',
     'She said "ok." then left.',
     "Already fine. Nothing to do! Really?",
+    "iPhone sales rose. eBay fell. mRNA vaccines work. iOS updates.",  # cased on purpose
 ])
-def test_truecase_leaves_code_abbreviations_ellipses_numbers_paths_and_quotes_alone(text):
+def test_truecase_leaves_code_abbreviations_ellipses_paths_quotes_and_cased_names_alone(text):
     assert truecase(text) == text
 
 

@@ -228,3 +228,9 @@ def test_to_prompt_maps_an_integer_id_to_a_string_and_quarantines_a_dict_id():
     assert isinstance(bad, Quarantined)
     assert (bad.field, bad.row, bad.origin) == ("id", 4, "s")
     assert bad.reason == "expected a string or integer, got dict"
+
+
+def test_a_boolean_source_id_is_quarantined_not_stored_as_true():
+    out = to_prompt("s", 3, {"instruction": "Hi?", "source": "sharegpt", "id": True}, source=None,
+                    max_chars=100)
+    assert out.field == "id" and "bool" in out.reason

@@ -2,8 +2,9 @@
 and the SQL that builds it from a raw UltraFeedback export.
 
 The rule, as HF's script has it (docs/datasets.md#ultrafeedback_binarized):
-- score every completion (by default its `overall_score`); a null or NaN score takes no part, and
-  a row with fewer than 2 scored completions is dropped and counted;
+- score every completion (by default its `overall_score`); a null or NaN score, or a null
+  response, takes no part, and a row with fewer than 2 scored completions is dropped and counted
+  (as is a row without an instruction);
 - chosen = the highest score, the first completion on ties;
 - rejected = a seeded uniform pick among the other scored completions whose (score, response,
   model) differs from chosen's; ties are kept, so rejected may score as high as chosen;
@@ -37,6 +38,7 @@ DPO_SCHEMA = pa.schema([
     ("score_chosen", pa.float64()), ("score_rejected", pa.float64()),
 ])
 FINE_GRAINED = "fine-grained_score"
+HUB_REPO = r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$"
 
 
 class _Strict(BaseModel):
@@ -81,7 +83,7 @@ class DPORecipe(_Strict):
         "completions (HF's rule); `lowest`: the lowest-scored one (seeded pick among equals).")
     drop_ties: bool = Field(default=False,
                             description="Drop pairs whose chosen and rejected scores are equal.")
-    min_margin: float = Field(default=0.0, ge=0,
+    min_margin: float = Field(default=0.0, ge=0, allow_inf_nan=False,
                               description="Drop pairs whose score_chosen − score_rejected is "
                               "below this.")
     seed: int = Field(default=42, description="Seeds the rejected pick.")
@@ -90,7 +92,8 @@ class DPORecipe(_Strict):
         "(drop truthful_qa rows and matching prompts) and off for `zephyr`.")
     splits: SplitSpec = Field(default_factory=SplitSpec)
     push_to_hub: str | None = Field(
-        default=None, description="Hub repo id to push to (needs a token and network).")
+        default=None, pattern=HUB_REPO, description="Hub repo id (`owner/name`) to push to "
+        "(needs a token and network).")
 
     @field_validator("score")
     @classmethod
@@ -116,6 +119,7 @@ class DPOCounts(_Strict):
     """Rows read, each reason a row was dropped, and rows kept."""
 
     rows_read: int
+    dropped_no_prompt: int
     dropped_source: int
     dropped_question_exact: int
     dropped_question_normalized: int
@@ -145,6 +149,15 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def score_fields(recipe: DPORecipe) -> tuple[str, ...]:
+    """The completion fields (dotted, under `completions`) the score reads."""
+    if recipe.score == "overall_score":
+        return ("overall_score",)
+    if recipe.score == "mean_aspects":
+        return (FINE_GRAINED,)
+    return (f"annotations.{recipe.score[7:]}.Rating",)
+
+
 def score_sql(recipe: DPORecipe) -> str:
     """SQL expression of completion `c`'s score."""
     if recipe.score == "overall_score":
@@ -155,13 +168,17 @@ def score_sql(recipe: DPORecipe) -> str:
 
 
 def normalize_sql(expr: str) -> str:
-    """A question's normal form: lower case, runs of non-alphanumerics as one space, trimmed."""
-    return f"trim(regexp_replace(lower({expr}), '[^[:alnum:]]+', ' ', 'g'))"
+    """A question's normal form: lower case, runs of anything but letters and digits (of any
+    script) as one space, trimmed."""
+    return f"trim(regexp_replace(lower({expr}), '[^\\p{{L}}\\p{{N}}]+', ' ', 'g'))"
 
 
-def statements(recipe: DPORecipe, source_sql: str, has_id: bool) -> list[str]:
+def statements(recipe: DPORecipe, source_sql: str,
+               completions_sql: str | None = None) -> list[str]:
     """The statements that build prompts, comps and pairs from `source_sql` (a read_parquet call
-    with file_row_number); a table `questions(q VARCHAR)` must exist first."""
+    with file_row_number); a table `questions(q VARCHAR)` must exist first. `completions_sql`
+    (default `source_sql`) may be a relation holding only `file_row_number` and the completion
+    fields the score needs (see tasks/derived/dpo.py)."""
     dec = recipe.decontaminate
     drop = ", ".join(literal(s) for s in (dec.drop_sources if dec else [])) or "NULL"
     normalized = bool(dec and dec.normalized)
@@ -169,16 +186,18 @@ def statements(recipe: DPORecipe, source_sql: str, has_id: bool) -> list[str]:
     return [
         f"""CREATE TABLE prompts AS
         SELECT file_row_number AS row_ix, source, instruction, sha256(instruction) AS prompt_id,
-               {"CAST(id AS VARCHAR)" if has_id else "NULL::VARCHAR"} AS id,
                source IN ({drop}) AS from_dropped_source
         FROM {source_sql}""",
         # the question list: the files' questions, plus the instructions of dropped sources
         """INSERT INTO questions SELECT instruction FROM prompts WHERE from_dropped_source""",
         f"""CREATE TABLE question_keys AS
         SELECT DISTINCT q, {normalize_sql('q')} AS qn FROM questions WHERE q IS NOT NULL""",
+        # a question of only punctuation normalizes to '' and must match nothing
+        "UPDATE question_keys SET qn = NULL WHERE qn = ''",
         f"""CREATE TABLE dropped AS
         SELECT p.row_ix,
-               CASE WHEN p.from_dropped_source THEN 'source'
+               CASE WHEN p.instruction IS NULL THEN 'no_prompt'
+                    WHEN p.from_dropped_source THEN 'source'
                     WHEN p.instruction IN (SELECT q FROM question_keys) THEN 'question_exact'
                     WHEN {str(normalized).upper()} AND {normalize_sql('p.instruction')}
                          IN (SELECT qn FROM question_keys) THEN 'question_normalized'
@@ -189,9 +208,9 @@ def statements(recipe: DPORecipe, source_sql: str, has_id: bool) -> list[str]:
                CAST({score_sql(recipe)} AS DOUBLE) AS score
         FROM (SELECT s.file_row_number AS row_ix, generate_subscripts(s.completions, 1) AS i,
                      unnest(s.completions) AS c
-              FROM {source_sql} s
+              FROM {completions_sql or source_sql} s
               WHERE s.file_row_number IN (SELECT row_ix FROM dropped WHERE reason IS NULL))
-        WHERE score IS NOT NULL AND NOT isnan(score)""",
+        WHERE score IS NOT NULL AND NOT isnan(score) AND response_md5 IS NOT NULL""",
         """CREATE TABLE ranked AS
         SELECT c.*, p.prompt_id,
                row_number() OVER (PARTITION BY c.row_ix ORDER BY c.score DESC, c.i) AS place,
@@ -217,6 +236,7 @@ def counts_sql(recipe: DPORecipe) -> str:
     keep = _kept_condition(recipe)
     return f"""
     SELECT (SELECT count(*) FROM prompts) AS rows_read,
+           (SELECT count(*) FROM dropped WHERE reason = 'no_prompt') AS dropped_no_prompt,
            (SELECT count(*) FROM dropped WHERE reason = 'source') AS dropped_source,
            (SELECT count(*) FROM dropped WHERE reason = 'question_exact') AS dropped_question_exact,
            (SELECT count(*) FROM dropped WHERE reason = 'question_normalized')

@@ -25,7 +25,7 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.core.derived.binarize import MESSAGE
+from tasks.core.derived.binarize import HUB_REPO, MESSAGE
 from tasks.core.derived.splits import SplitSpec
 from tasks.core.ids import prompt_id
 
@@ -60,7 +60,8 @@ class SFTRecipe(BaseModel):
                                   description="Drop dialogues with more characters in all.")
     splits: SplitSpec = Field(default_factory=lambda: SplitSpec(test_size=0.1))
     push_to_hub: str | None = Field(
-        default=None, description="Hub repo id to push to (needs a token and network).")
+        default=None, pattern=HUB_REPO, description="Hub repo id (`owner/name`) to push to "
+        "(needs a token and network).")
 
 
 Drop = Literal["malformed", "disclaimer", "rounds", "length"]
@@ -97,8 +98,9 @@ _PREV_WORD = re.compile(r"([A-Za-z.]+)\.[)\]]*[ \t\n]+$")
 
 
 def _code_like(word: str, after: str) -> bool:
-    """Whether a word (with the two characters after it) looks like code, a path or a URL."""
-    if re.search(r"[_\d]", word) or (after[:1] and after[0] in "_/(=[{<@"):
+    """Whether a word (with the two characters after it) looks like code, a path, a URL or a
+    name cased on purpose (iPhone, eBay, mRNA)."""
+    if re.search(r"[_\dA-Z]", word) or (after[:1] and after[0] in "_/(=[{<@"):
         return True
     # file.txt, http://x, mailto:x
     return len(after) == 2 and after[0] in ".:" and (after[1].isalnum() or after[1] == "/")
@@ -128,9 +130,14 @@ def truecase(text: str) -> str:
 
 # -- disclaimers ----------------------------------------------------------------------------------
 
-@cache
 def phrases(path: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
-    """(phrase as written, compiled pattern) of a phrase file; a ValueError names a bad line."""
+    """(phrase as written, compiled pattern) of a phrase file; a ValueError names a bad line.
+    Cached per file version, so an edited file is read again."""
+    return _phrases(path, Path(path).stat().st_mtime_ns)
+
+
+@cache
+def _phrases(path: str, _version: int) -> tuple[tuple[str, re.Pattern[str]], ...]:
     out = []
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         line = line.strip()
@@ -166,6 +173,8 @@ def as_messages(messages: list[dict] | None, data: list[str] | None) -> list[dic
     if not messages:
         return "no messages"
     for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            return f"messages[{i}] is {type(m).__name__}, not a message"
         want = "user" if i % 2 == 0 else "assistant"
         if m.get("role") != want:
             return f"messages[{i}].role is {m.get('role')!r}, expected {want!r}"

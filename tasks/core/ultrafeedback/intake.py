@@ -93,7 +93,8 @@ def to_prompt(origin: str, row: int, data: dict[str, Any], *, source: str | None
         return bad("source", "no source label: set `source:` on the recipe source or map "
                    f"fields.source to a string column (got {_type_name(label)})")
     source_id = data.get("id")
-    if source_id is not None and not isinstance(source_id, str | int):
+    if source_id is not None and (isinstance(source_id, bool)
+                                  or not isinstance(source_id, str | int)):
         return bad("id", f"expected a string or integer, got {_type_name(source_id)}")
     answers = {}
     for field in ("correct_answers", "incorrect_answers"):
