@@ -10,7 +10,6 @@ flat in the number of prompts, and no step touches a row in Python.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,9 +192,7 @@ def _binarize(wh: Warehouse, lake: Lake, recipe: bz.DPORecipe, url: str, options
         if questions:
             wh.con.register("question_list", pa.table({"q": questions}))
             wh.execute("INSERT INTO questions SELECT q FROM question_list")
-        leaves = completion_leaves(url, options, ("model", "response", *bz.score_fields(recipe)))
-        wh.con.register("completion_leaves", leaves)
-        for sql in bz.statements(recipe, source, "completion_leaves"):
+        for sql in bz.statements(recipe, source):
             wh.execute(sql)
         counts = bz.DPOCounts(**wh.query(bz.counts_sql(recipe))[0])
         if not counts.pairs:
@@ -228,30 +225,6 @@ def _leaf_paths(pf: pq.ParquetFile, fields: tuple[str, ...]) -> list[str]:
     paths = [c.path for c in (pf.schema.column(i) for i in range(len(pf.schema)))]
     return [p for p in paths if p.startswith("completions.")
             and any(p.endswith("." + f) for f in fields)]
-
-
-def completion_leaves(url: str, options: dict, fields: tuple[str, ...]) -> pa.RecordBatchReader:
-    """A stream of `file_row_number` and `completions` holding only `fields`: DuckDB decodes
-    every field of a struct it reads, and rationales and critiques are most of the bytes."""
-    f = fsspec.open(url, "rb", **options).open()
-    pf = pq.ParquetFile(f)
-    batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=_leaf_paths(pf, fields))
-    first = next(batches, None)
-    completions = (first.schema.field("completions") if first is not None
-                   else pf.schema_arrow.field("completions"))
-    schema = pa.schema([("file_row_number", pa.int64()), completions])
-
-    def numbered() -> Iterator[pa.RecordBatch]:
-        start = 0
-        try:
-            for batch in itertools.chain([first] if first is not None else [], batches):
-                rows = pa.array(np.arange(start, start + batch.num_rows, dtype=np.int64))
-                yield pa.RecordBatch.from_arrays([rows, batch.column("completions")],
-                                                 schema=schema)
-                start += batch.num_rows
-        finally:
-            f.close()
-    return pa.RecordBatchReader.from_batches(schema, numbered())
 
 
 def pair_batches(url: str, options: dict, picks: pa.Table,

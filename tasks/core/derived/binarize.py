@@ -133,7 +133,8 @@ class DPOCounts(_Strict):
 
 # -- SQL ------------------------------------------------------------------------------------------
 # Tables of a private in-memory database, built in order by `statements`: prompts (one row per
-# input row), comps (one per scored completion), pairs (chosen and rejected completion index per
+# input row), comps (one per scored completion; a response is kept as its 64-bit hash, enough to
+# tell two completions apart within one run), pairs (chosen and rejected completion index per
 # kept row). No table holds a response: the rows are assembled from the input afterwards
 # (tasks/derived/dpo.py), one row group at a time.
 
@@ -147,15 +148,6 @@ def literal(text: str) -> str:
 
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def score_fields(recipe: DPORecipe) -> tuple[str, ...]:
-    """The completion fields (dotted, under `completions`) the score reads."""
-    if recipe.score == "overall_score":
-        return ("overall_score",)
-    if recipe.score == "mean_aspects":
-        return (FINE_GRAINED,)
-    return (f"annotations.{recipe.score[7:]}.Rating",)
 
 
 def score_sql(recipe: DPORecipe) -> str:
@@ -173,12 +165,9 @@ def normalize_sql(expr: str) -> str:
     return f"trim(regexp_replace(lower({expr}), '[^\\p{{L}}\\p{{N}}]+', ' ', 'g'))"
 
 
-def statements(recipe: DPORecipe, source_sql: str,
-               completions_sql: str | None = None) -> list[str]:
+def statements(recipe: DPORecipe, source_sql: str) -> list[str]:
     """The statements that build prompts, comps and pairs from `source_sql` (a read_parquet call
-    with file_row_number); a table `questions(q VARCHAR)` must exist first. `completions_sql`
-    (default `source_sql`) may be a relation holding only `file_row_number` and the completion
-    fields the score needs (see tasks/derived/dpo.py)."""
+    with file_row_number); a table `questions(q VARCHAR)` must exist first."""
     dec = recipe.decontaminate
     drop = ", ".join(literal(s) for s in (dec.drop_sources if dec else [])) or "NULL"
     normalized = bool(dec and dec.normalized)
@@ -204,13 +193,13 @@ def statements(recipe: DPORecipe, source_sql: str,
                END AS reason
         FROM prompts p""",
         f"""CREATE TABLE comps AS
-        SELECT row_ix, i, c.model AS model, md5(c.response) AS response_md5,
+        SELECT row_ix, i, c.model AS model, hash(c.response) AS response_hash,
                CAST({score_sql(recipe)} AS DOUBLE) AS score
         FROM (SELECT s.file_row_number AS row_ix, generate_subscripts(s.completions, 1) AS i,
                      unnest(s.completions) AS c
-              FROM {completions_sql or source_sql} s
+              FROM {source_sql} s
               WHERE s.file_row_number IN (SELECT row_ix FROM dropped WHERE reason IS NULL))
-        WHERE score IS NOT NULL AND NOT isnan(score) AND response_md5 IS NOT NULL""",
+        WHERE score IS NOT NULL AND NOT isnan(score) AND c.response IS NOT NULL""",
         """CREATE TABLE ranked AS
         SELECT c.*, p.prompt_id,
                row_number() OVER (PARTITION BY c.row_ix ORDER BY c.score DESC, c.i) AS place,
@@ -223,7 +212,7 @@ def statements(recipe: DPORecipe, source_sql: str,
                    row_number() OVER (PARTITION BY k.row_ix ORDER BY {rejected_order}
                        {draw_sql(recipe.seed, "k.prompt_id || ':' || k.i")}) AS pick
             FROM ranked k JOIN chosen c ON k.row_ix = c.row_ix
-            WHERE k.i <> c.i AND NOT (k.score = c.score AND k.response_md5 = c.response_md5
+            WHERE k.i <> c.i AND NOT (k.score = c.score AND k.response_hash = c.response_hash
                                       AND k.model IS NOT DISTINCT FROM c.model))
         SELECT c.row_ix, c.prompt_id, c.i AS chosen_i, k.i AS rejected_i,
                c.score AS score_chosen, k.score AS score_rejected
