@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -91,6 +91,48 @@ class Content(_Strict):
     max_list_items: int = Field(default=100, gt=0)
 
 
+class Batch(_Strict):
+    """The Batch API (/v1/files, /v1/batches) in compressed time: `window_s` seconds stand for the
+    24 h completion window. Lines get the online route's content (and its content faults), never
+    its rate limits, quota or request faults; the faults below are the batch's own."""
+
+    window_s: float = Field(
+        default=60.0, gt=0, description='What "24h" lasts: a batch expires this long after creation.'
+    )
+    validating_s: float = Field(default=1.0, ge=0)
+    finalizing_s: float = Field(default=1.0, ge=0)
+    cancelling_s: float = Field(default=1.0, ge=0)
+    progress: float = Field(
+        default=0.5, gt=0,
+        description="Share of the window the lines take, evenly spaced after validation; above 1 the "
+                    "window ends first and the batch expires part done.",
+    )
+    shuffle: bool = Field(
+        default=True, description="Answer and write lines in a seeded order, not input order."
+    )
+    max_requests: int = Field(default=50_000, gt=0, description="Lines per batch; more fail the batch.")
+    max_file_bytes: int = Field(default=200_000_000, gt=0, description="Largest upload; larger gets a 400.")
+    enqueued_tokens: int | None = Field(
+        default=None, gt=0,
+        description="Prompt tokens per model that running batches may hold; a batch that would exceed "
+                    "it fails (token_limit_exceeded). None = no limit.",
+    )
+    line_failure_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Share of lines answered with a failure status, drawn per (seed, body, attempt).",
+    )
+    line_failure_statuses: list[Literal[400, 500, 502, 503]] = Field(
+        default=[500], min_length=1, description="Drawn evenly; 400 is an invalid_prompt, 5xx a server_error."
+    )
+    failed_lines_in: Literal["error_file", "output_file"] = Field(
+        default="error_file", description="Where lines with a status other than 200 are written."
+    )
+    expire_after_fraction: float | None = Field(
+        default=None, ge=0, le=1, description="Expire as soon as this share of lines is done."
+    )
+    fail_validation: bool = Field(default=False, description="Every batch fails validation.")
+
+
 class SimConfig(_Strict):
     """Everything the simulator does; `seed` makes content and fault draws reproducible."""
 
@@ -103,6 +145,7 @@ class SimConfig(_Strict):
     latency: Latency = Latency()
     faults: Faults = Faults()
     content: Content = Content()
+    batch: Batch = Batch()
 
 
 class SimConfigError(ValueError):

@@ -27,7 +27,7 @@ from infra.simulator.tokens import count_tokens, prompt_tokens, truncate
 Reply = tuple[int, dict, dict[str, str]]  # status, JSON body, headers
 
 
-class _Request:
+class ChatRequest:
     """The fields of a valid request body that admission and generation use."""
 
     def __init__(self, body: dict, default_max_tokens: int):
@@ -65,11 +65,11 @@ class Simulator:
         return status, payload, headers
 
     async def _complete(self, body: object) -> Reply:
-        problem = _invalid(body)
+        problem = invalid(body)
         if problem:
             self.stats.count("bad_request")
             return 400, errors.invalid_request(*problem), {}
-        req = _Request(body, self.config.limits.default_max_tokens)
+        req = ChatRequest(body, self.config.limits.default_max_tokens)
         self.models.setdefault(req.model)
         refusal, headers = self._admit(req)
         if refusal:
@@ -88,7 +88,7 @@ class Simulator:
             return self._fault(fault, req, fault_rng, headers)
         return 200, await self._answer(req, key, body_id, attempt, fault), headers
 
-    def _admit(self, req: _Request) -> tuple[Reply | None, dict[str, str]]:
+    def _admit(self, req: ChatRequest) -> tuple[Reply | None, dict[str, str]]:
         """Quota, request size, the waiting queue, then the buckets: a 429 or 503 reply, or None
         and the headers."""
         limits = self.config.limits
@@ -111,7 +111,7 @@ class Simulator:
         headers = verdict.headers | errors.retry_after_headers(verdict.retry_after, limits)
         return (429, payload, headers), {}
 
-    def _fault(self, fault: str, req: _Request, rng: random.Random, headers: dict) -> Reply:
+    def _fault(self, fault: str, req: ChatRequest, rng: random.Random, headers: dict) -> Reply:
         """The reply of an injected 429 or 5xx."""
         if fault != "injected_429":
             status = int(fault.removeprefix("error_"))
@@ -123,8 +123,28 @@ class Simulator:
         payload = errors.rate_limit(kind, req.model, limit, limit, requested, wait)
         return 429, payload, headers | errors.retry_after_headers(wait, limits)
 
-    async def _answer(self, req: _Request, key: str, body_id: int, attempt: int, fault: str | None) -> dict:
+    async def _answer(
+        self, req: ChatRequest, key: str, body_id: int, attempt: int, fault: str | None
+    ) -> dict:
         """Generate the choices, wait out the latency, account, and build the completion."""
+        cfg = self.config
+        choices, seen, kind = self.generate(req, key, attempt)
+        sizes = [count_tokens(c["message"]["content"]) for c in choices]
+        await self.scheduler.serve(max(sizes), rng_for(cfg.seed, key, attempt, "latency"))
+
+        completion_tokens = sum(sizes)
+        if not fault:  # a hung request was counted when it hung
+            outcome = next((o for o in ("malformed", "role_leak", "length") if o in seen), "ok")
+            self.stats.answered(outcome, body_id, req.model, kind, req.prompt_tokens, completion_tokens)
+            self.spent_tokens += req.prompt_tokens + completion_tokens
+            if cfg.limits.true_up:
+                self.limiter.refund(req.model, req.reserved - completion_tokens)
+        return self.completion(req, key, attempt, choices, completion_tokens)
+
+    def generate(self, req: ChatRequest, key: str, attempt: int) -> tuple[list[dict], set, str]:
+        """The choices of one attempt at a body, the content faults and finish reasons seen, and
+        the route kind: a pure function of (seed, body, attempt), shared with batch lines so a
+        batched request reads like an online one."""
         cfg = self.config
         prompt = Prompt.of(req.messages)
         route, match = classify(prompt)
@@ -139,18 +159,14 @@ class Simulator:
             text, finish = _truncated(text, req.max_tokens, forced)
             seen.update((twist, finish))
             choices.append(_choice(i, text, finish))
-        sizes = [count_tokens(c["message"]["content"]) for c in choices]
-        await self.scheduler.serve(max(sizes), rng_for(cfg.seed, key, attempt, "latency"))
+        return choices, seen, route.kind
 
-        completion_tokens = sum(sizes)
-        if not fault:  # a hung request was counted when it hung
-            outcome = next((o for o in ("malformed", "role_leak", "length") if o in seen), "ok")
-            self.stats.answered(outcome, body_id, req.model, route.kind, req.prompt_tokens, completion_tokens)
-            self.spent_tokens += req.prompt_tokens + completion_tokens
-            if cfg.limits.true_up:
-                self.limiter.refund(req.model, req.reserved - completion_tokens)
+    def completion(
+        self, req: ChatRequest, key: str, attempt: int, choices: list[dict], completion_tokens: int
+    ) -> dict:
+        """The chat.completion body of one attempt at a body."""
         return {
-            "id": f"chatcmpl-{content_key(cfg.seed, key, attempt)[:29]}",
+            "id": f"chatcmpl-{content_key(self.config.seed, key, attempt)[:29]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": req.model,
@@ -193,7 +209,7 @@ def _choice(index: int, text: str, finish: str) -> dict:
     return {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
 
 
-def _invalid(body: object) -> tuple[str, str | None] | None:
+def invalid(body: object) -> tuple[str, str | None] | None:
     """(message, param) when the body is not a chat completion request we can serve."""
     if not isinstance(body, dict):
         return "The request body must be a JSON object.", None

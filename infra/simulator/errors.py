@@ -64,6 +64,13 @@ def queue_full() -> dict:
                       "server_error")
 
 
+def invalid_prompt() -> dict:
+    """A 400 that no retry of the same prompt can fix (a batch line's `line_failure_statuses` 400)."""
+    message = ("Invalid prompt: your prompt was flagged as potentially violating our usage policy. "
+               "Please try again with a different prompt.")
+    return error_body(message, "invalid_request_error", "invalid_prompt")
+
+
 def invalid_request(message: str, param: str | None = None) -> dict:
     """A 400 body for a request the simulator cannot read."""
     return error_body(message, "invalid_request_error", None, param)

@@ -18,7 +18,7 @@ from flows.cli import main
 # `datasets` writes fingerprints of its own into them.
 GOLDEN = {
     "exports/dpo/ultrafeedback_binarized/README.md":
-        "0dd33801ecea0099b8db9447e954a8ba775305f8f890b736977f92cf7558d5a8",
+        "cb933abc954ee0628e2ef9f079bfd111133fd55bd0e0847a38b444db77a8eb97",
     "exports/dpo/ultrafeedback_binarized/data/test_gen.parquet":
         "53777bb50e06936bbcd629e28a699587c2a768d368088bf3850cd28b37ff84f6",
     "exports/dpo/ultrafeedback_binarized/data/test_prefs.parquet":
