@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -26,6 +26,8 @@ def _known_sampling(v: dict[str, Any]) -> dict[str, Any]:
 
 
 Sampling = Annotated[dict[str, Any], AfterValidator(_known_sampling)]
+# How a call is sent: one request at a time, or in a Batch API file (tasks/adapters/llm/batch.py).
+Route = Literal["online", "batch"]
 
 
 def merge_sampling(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -60,13 +62,17 @@ class Limits(Strict):
 
 
 class Price(Strict):
-    """USD per million tokens."""
+    """USD per million tokens online; the batch route pays `batch_share` of that."""
 
     input_per_mtok: float = Field(default=0.0, ge=0)
     output_per_mtok: float = Field(default=0.0, ge=0)
+    batch_share: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Share of the online price paid on the batch route (the Batch API bills half).")
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+    def cost(self, prompt_tokens: int, completion_tokens: int, route: Route = "online") -> float:
+        online = (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+        return online * self.batch_share if route == "batch" else online
 
 
 class Endpoint(Strict):
@@ -129,9 +135,10 @@ class PoolConfig(Strict):
     def api_model(self, name: str) -> str:
         return self.models[name].api_model or name
 
-    def cost(self, name: str, prompt_tokens: int, completion_tokens: int) -> float:
-        """USD for a call to model `name` at the pool's prices."""
-        return self.models[name].price.cost(prompt_tokens, completion_tokens)
+    def cost(self, name: str, prompt_tokens: int, completion_tokens: int,
+             route: Route = "online") -> float:
+        """USD for a call to model `name` on `route` at the pool's prices."""
+        return self.models[name].price.cost(prompt_tokens, completion_tokens, route)
 
     def limits(self, name: str) -> Limits:
         spec = self.models[name]

@@ -115,3 +115,17 @@ def test_keys_may_come_from_a_dotenv_file_and_settings_never_print_secrets(tmp_p
     settings = Settings()
     assert settings.s3_secret_access_key.get_secret_value() == "s3-secret-4567"
     assert "s3-secret-4567" not in f"{settings} {settings!r} {settings.model_dump()}"
+
+
+def test_batch_route_pays_half_the_online_price_by_default_and_the_configured_share_otherwise(tmp_path):
+    path = tmp_path / "pool.yaml"
+    path.write_text(GOOD_ENDPOINT + "models:\n"
+                    "  half: {endpoint: local, price: {input_per_mtok: 2, output_per_mtok: 8}}\n"
+                    "  fifth: {endpoint: local, price: {input_per_mtok: 2, output_per_mtok: 8,"
+                    " batch_share: 0.2}}\n")
+    pool = PoolConfig.load(path)
+    assert pool.cost("half", 1_000_000, 1_000_000) == pool.cost("half", 1_000_000, 1_000_000, "online") == 10
+    assert pool.cost("half", 1_000_000, 1_000_000, route="batch") == 5
+    assert pool.cost("fifth", 1_000_000, 1_000_000, route="batch") == pytest.approx(2)
+    bad = GOOD_ENDPOINT + "models:\n  m: {endpoint: local, price: {batch_share: 1.5}}\n"
+    assert "models.m.price.batch_share" in _load_error(tmp_path, bad)

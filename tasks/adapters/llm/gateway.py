@@ -49,7 +49,7 @@ _REJECTED_CODES = {"context_length_exceeded", "content_filter", "content_policy_
 _backoff = wait_random_exponential(multiplier=0.5, max=30)
 
 
-def _retry_after(headers: Any) -> float | None:
+def retry_after_of(headers: Any) -> float | None:
     """Seconds from `retry-after-ms` or `retry-after` (numeric forms), if present and sane."""
     for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
         value = headers.get(name) if headers is not None else None
@@ -62,14 +62,14 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-def _wait(state) -> float:
+def backoff(state) -> float:
     """Server's retry-after when given (plus a little jitter), else jittered exponential backoff."""
     exc = state.outcome.exception() if state.outcome else None
     hinted = getattr(exc, "retry_after", None)
     return hinted * 1.05 if hinted else _backoff(state)
 
 
-def _error_body(exc: openai.APIStatusError) -> dict:
+def error_body(exc: openai.APIStatusError) -> dict:
     """The `error` object of an OpenAI-style body (a bare string body becomes its message)."""
     body = exc.body
     if isinstance(body, dict):
@@ -100,7 +100,7 @@ class Gateway:
         """One request: from the journal if paid before, else sent (with retries) and journaled."""
         return (await self.complete_all([request]))[0]
 
-    def _resolve(self, request: ChatRequest) -> tuple[str, dict[str, Any], str]:
+    def resolve(self, request: ChatRequest) -> tuple[str, dict[str, Any], str]:
         """(api model, resolved sampling params, content key) of a request."""
         spec = self.pool.models.get(request.model)
         if spec is None:
@@ -152,7 +152,7 @@ class Gateway:
                             endpoint=spec.endpoint)
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(endpoint.max_attempts), wait=_wait, reraise=True,
+                stop=stop_after_attempt(endpoint.max_attempts), wait=backoff, reraise=True,
                 retry=retry_if_exception_type(RetryableAPIError),
             ):
                 with attempt:
@@ -190,7 +190,7 @@ class Gateway:
         if self.fatal is not None:
             raise self.fatal
         requests = list(requests)
-        resolved = [self._resolve(r) for r in requests]
+        resolved = [self.resolve(r) for r in requests]
         hits = self.journal.get_many(k for _, _, k in resolved) if self.journal is not None else {}
         if len(requests) == 1:  # the common case of sequential turns: no extra task
             api_model, params, key = resolved[0]
@@ -218,7 +218,7 @@ class Gateway:
 
         async def check(name: str) -> None:
             endpoint = self.pool.endpoints[name]
-            client = self._client(name, endpoint).with_options(timeout=min(10.0, endpoint.timeout_s))
+            client = self.client(name, endpoint).with_options(timeout=min(10.0, endpoint.timeout_s))
             try:
                 await client.models.list()
             except openai.NotFoundError:
@@ -233,7 +233,7 @@ class Gateway:
                                           f"HTTP {exc.status_code}") from None
             except (openai.APIConnectionError, openai.APITimeoutError) as exc:
                 raise FatalAPIError(name, f"cannot reach {endpoint.base_url}: "
-                                          f"{_root_cause(exc)}") from None
+                                          f"{root_cause(exc)}") from None
 
         await asyncio.gather(*(check(n) for n in names))
 
@@ -243,7 +243,7 @@ class Gateway:
         self._clients.clear()
 
     # -- one HTTP attempt ---------------------------------------------------------------------
-    def _client(self, name: str, endpoint: Endpoint) -> openai.AsyncOpenAI:
+    def client(self, name: str, endpoint: Endpoint) -> openai.AsyncOpenAI:
         if name not in self._clients:
             # aiohttp as the transport: a third to a half of httpx's CPU per request here
             # (benchmarks/factory_throughput.py prints both bare clients side by side)
@@ -273,15 +273,15 @@ class Gateway:
                 # The client's own request path (auth, timeouts, error mapping), without its
                 # per-request typed-dict transform of the messages and model construction of
                 # the reply: together they cost about as much as the HTTP exchange itself.
-                raw = await self._client(name, endpoint).post(
+                raw = await self.client(name, endpoint).post(
                     "/chat/completions", cast_to=httpx2.Response,
                     body={"model": api_model, "messages": messages, **params})
-                text, finish_reason, usage = _reply(raw.json())
+                text, finish_reason, usage = reply_of(raw.json())
             except openai.APIStatusError as exc:
                 limiter.observe(exc.response.headers)
                 self._raise_classified(name, exc, limiter)
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                raise RetryableAPIError(f"{type(exc).__name__}: {_root_cause(exc)}") from None
+                raise RetryableAPIError(f"{type(exc).__name__}: {root_cause(exc)}") from None
             except (KeyError, IndexError, TypeError, ValueError) as exc:
                 raise RetryableAPIError(f"malformed response: {type(exc).__name__}: {exc}") from None
             latency = time.monotonic() - started
@@ -298,8 +298,8 @@ class Gateway:
     def _raise_classified(self, name: str, exc: openai.APIStatusError, limiter: Limiter) -> NoReturn:
         """Map an HTTP error to Fatal (stop the run), Rejected (this request only) or Retryable."""
         status = exc.status_code
-        err = _error_body(exc)
-        message = self._redact(str(err.get("message") or exc.message))
+        err = error_body(exc)
+        message = self.redact(str(err.get("message") or exc.message))
         labels = {str(err.get("code") or ""), str(err.get("type") or "")} - {""}
         code = "/".join(sorted(labels))
         if labels & _FATAL_429_CODES:
@@ -309,20 +309,20 @@ class Gateway:
         if labels & _REJECTED_CODES:
             raise RejectedRequestError(f"HTTP {status} {code}: {message}") from None
         if status in _RETRY_STATUS or status >= 500:
-            retry_after = _retry_after(exc.response.headers)
+            retry_after = retry_after_of(exc.response.headers)
             if status in (429, 503):
                 limiter.overloaded(retry_after)
             raise RetryableAPIError(f"HTTP {status} {code}: {message}", retry_after, status) from None
         raise FatalAPIError(name, f"HTTP {status} {code}: {message}") from None
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
         for key in self._keys.values():
             if key:
                 text = text.replace(key, "***")
         return text
 
 
-def _reply(body: Any) -> tuple[str | None, str | None, Usage]:
+def reply_of(body: Any) -> tuple[str | None, str | None, Usage]:
     """(text, finish reason, usage) of a chat.completion body; KeyError/IndexError/TypeError/
     ValueError when it is not one (a malformed body, retried)."""
     choice = body["choices"][0]
@@ -335,7 +335,7 @@ def _reply(body: Any) -> tuple[str | None, str | None, Usage]:
         completion_tokens=int(usage.get("completion_tokens") or 0))
 
 
-def _root_cause(exc: BaseException) -> str:
+def root_cause(exc: BaseException) -> str:
     """The innermost cause of a connection error, e.g. `ConnectError: [Errno 111] Connection
     refused` rather than the SDK's generic `Connection error.`"""
     while exc.__cause__ is not None or exc.__context__ is not None:
