@@ -18,7 +18,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks.training.config import DPORecipe, PresetName, SFTRecipe, TrainRecipe
+from tasks.training.config import DPOTraining, PresetName, SFTTraining, TrainRecipe
 from tasks.training.report import ProgressCallback, publish_training
 from tasks.training.run import TrainResult, train_dpo, train_sft
 
@@ -49,26 +49,26 @@ class TrainParams(BaseModel):
 class SFTParams(TrainParams):
     """Parameters of the `sft` flow."""
 
-    recipe_type: ClassVar[type[TrainRecipe]] = SFTRecipe
+    recipe_type: ClassVar[type[TrainRecipe]] = SFTTraining
 
 
 class DPOParams(TrainParams):
     """Parameters of the `dpo` flow; `model` is required (the `sft` flow's output directory)."""
 
-    recipe_type: ClassVar[type[TrainRecipe]] = DPORecipe
+    recipe_type: ClassVar[type[TrainRecipe]] = DPOTraining
 
     model: str = Field(description="The SFT model to start from: the `sft` flow's output "
                                    "directory (or a Hub id).")
 
 
 @task(name="sft-train", cache_policy=NO_CACHE)
-def sft_train(recipe: SFTRecipe) -> TrainResult:
+def sft_train(recipe: SFTTraining) -> TrainResult:
     """SFTTrainer on the recipe's train split, with a progress artifact."""
     return train_sft(recipe, callbacks=[ProgressCallback("SFT training")])
 
 
 @task(name="dpo-train", cache_policy=NO_CACHE)
-def dpo_train(recipe: DPORecipe) -> TrainResult:
+def dpo_train(recipe: DPOTraining) -> TrainResult:
     """DPOTrainer on the recipe's train split, with a progress artifact."""
     return train_dpo(recipe, callbacks=[ProgressCallback("DPO training")])
 

@@ -29,6 +29,7 @@ from tasks.adapters.sources import RowError, read_records
 from tasks.adapters.warehouse import Warehouse
 from tasks.core.derived import binarize as bz
 from tasks.core.derived.card import Card
+from tasks.core.derived.splits import no_training_rows
 from tasks.core.ultrafeedback.export import SCORE_REVISION_KEY, revised_score
 from tasks.derived.publish import DPO_SPLITS, Published, publish, set_folder
 
@@ -210,6 +211,8 @@ def _binarize(wh: Warehouse, lake: Lake, recipe: bz.DPORecipe, url: str, options
                     recipe=recipe.model_dump(mode="json") | {
                         "decontamination": dec.model_dump(mode="json") if dec else None})
         picks = wh.query_arrow(bz.picks_sql(recipe))
+    if problem := no_training_rows(picks.column("split_rank"), test_rows, "pairs"):
+        return problem
     paired = time.perf_counter()
     published = publish(lake, set_folder("dpo", recipe.name),
                         pair_batches(url, options, picks, schema), DPO_SPLITS, schema,

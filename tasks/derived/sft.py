@@ -29,7 +29,7 @@ from tasks.adapters.warehouse import Warehouse
 from tasks.core.derived import sft as rules
 from tasks.core.derived.binarize import literal
 from tasks.core.derived.card import Card
-from tasks.core.derived.splits import ranks_sql
+from tasks.core.derived.splits import no_training_rows, ranks_sql
 from tasks.derived.dpo import resolve_input
 from tasks.derived.publish import SFT_SPLITS, Published, publish, set_folder
 
@@ -168,6 +168,8 @@ def _build(wh: Warehouse, lake: Lake, recipe: rules.SFTRecipe, url: str, names: 
         test_rows = recipe.splits.test_rows(total.kept)
         ranks = wh.query_arrow(ranks_sql(recipe.splits.seed, f"SELECT row_ix, prompt_id FROM "
                                                              f"read_parquet({literal(str(work))})"))
+        if problem := no_training_rows(ranks.column("split_rank"), test_rows, "dialogues"):
+            return problem
         card = Card(title=f"{recipe.name}: SFT dialogues (ultrachat_200k shape)",
                     summary=f"Multi-turn dialogues for supervised fine-tuning built by "
                             f"ultraforge from `{recipe.input}`.",

@@ -43,7 +43,8 @@ _COMMON = {**_ADAM, "seed": 42, "use_cpu": False, "max_steps": -1, "bf16": True,
 
 
 class TrainRecipe(BaseModel):
-    """Settings shared by SFT and DPO. Build one with `SFTRecipe.from_preset` / `DPORecipe.from_preset`."""
+    """Settings shared by SFT and DPO; build one with `SFTTraining.from_preset` or
+    `DPOTraining.from_preset`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -114,7 +115,7 @@ class TrainRecipe(BaseModel):
             raise ConfigError(f"{where}: " + "; ".join(problems)) from None
 
 
-class SFTRecipe(TrainRecipe):
+class SFTTraining(TrainRecipe):
     """Supervised fine-tuning on the `messages` of an ultrachat_200k-style set."""
 
     kind: ClassVar[Literal["sft"]] = "sft"
@@ -151,7 +152,7 @@ class SFTRecipe(TrainRecipe):
                     "`bfd*` bin-pack whole dialogues (padding-free, meant for FlashAttention).")
 
 
-class DPORecipe(TrainRecipe):
+class DPOTraining(TrainRecipe):
     """Direct preference optimisation on the chosen/rejected pairs of an
     ultrafeedback_binarized-style set, starting from an SFT model."""
 

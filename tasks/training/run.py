@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainerCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-from tasks.training.config import TINY, DPORecipe, PresetName, SFTRecipe, TrainRecipe
+from tasks.training.config import TINY, DPOTraining, PresetName, SFTTraining, TrainRecipe
 from tasks.training.data import for_trainer, load_split, texts, truncate_pair
 from tasks.training.tiny import save_tiny_model
 
@@ -69,7 +69,7 @@ class TrainResult(BaseModel):
     eval_metrics: dict[str, float]
 
 
-def train_sft(recipe: SFTRecipe, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
+def train_sft(recipe: SFTTraining, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
     """Fine-tune `recipe.model` on the `messages` of the SFT set's train split."""
     train, evaluation = _splits(recipe)
     with hub_access(recipe.model), _model_path(recipe, train) as model:
@@ -81,7 +81,7 @@ def train_sft(recipe: SFTRecipe, callbacks: Sequence[TrainerCallback] = ()) -> T
         return _run(trainer, recipe, train, evaluation)
 
 
-def train_dpo(recipe: DPORecipe, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
+def train_dpo(recipe: DPOTraining, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
     """Preference-tune `recipe.model` (normally the SFT run's output directory) on the pairs of
     the DPO set's train split; the reference model is a frozen copy loaded from the same path."""
     train, evaluation = _splits(recipe)

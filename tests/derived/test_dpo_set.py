@@ -295,3 +295,10 @@ def test_row_groups_and_batch_edges_do_not_move_any_pair(lake, monkeypatch):
     monkeypatch.setattr(dpo_task, "BATCH_ROWS", 7)
     _, edged = build(lake, rows)
     assert edged == whole and len(whole) == len(rows) - len(rows[::7])
+
+
+def test_rows_that_all_share_one_prompt_are_a_config_error_not_an_empty_train_split(lake):
+    rows = [row("Same?", completion("a", 9.0, f"x{i}"), completion("b", 2.0, f"y{i}"))
+            for i in range(5)]
+    with pytest.raises(ConfigError, match="every one of the 5 pairs lands in the test part"):
+        build(lake, rows, splits={"test_size": 1})

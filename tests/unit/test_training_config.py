@@ -12,8 +12,8 @@ from tasks.training.config import (
     CPU_SMOKE_SFT,
     ZEPHYR_CHAT_TEMPLATE,
     ZEPHYR_CHAT_TEMPLATE_EMPTY_SYSTEM,
-    DPORecipe,
-    SFTRecipe,
+    DPOTraining,
+    SFTTraining,
 )
 from tasks.training.data import truncate_pair
 
@@ -56,7 +56,7 @@ def render(template: str, messages: list[dict], generation_prompt: bool = False)
 
 @pytest.mark.parametrize("preset", ["zephyr", "current"])
 def test_sft_presets_hold_the_recipe_values(preset):
-    recipe = SFTRecipe.from_preset(preset, GIVEN)
+    recipe = SFTTraining.from_preset(preset, GIVEN)
     assert recipe.model_dump(include=set(SFT_FACTS[preset])) == SFT_FACTS[preset]
     assert (recipe.preset, recipe.model) == (preset, "mistralai/Mistral-7B-v0.1")
     assert (recipe.train_split, recipe.eval_split) == ("train_sft", "test_sft")
@@ -65,15 +65,15 @@ def test_sft_presets_hold_the_recipe_values(preset):
 
 @pytest.mark.parametrize("preset", ["zephyr", "current"])
 def test_dpo_presets_hold_the_recipe_values(preset):
-    recipe = DPORecipe.from_preset(preset, {**GIVEN, "model": "runs/sft"})
+    recipe = DPOTraining.from_preset(preset, {**GIVEN, "model": "runs/sft"})
     assert recipe.model_dump(include=set(DPO_FACTS[preset])) == DPO_FACTS[preset]
     assert (recipe.train_split, recipe.eval_split) == ("train_prefs", "test_prefs")
 
 
 def test_global_batches_of_the_original_runs():
     """zephyr: SFT 512 sequences on 16 GPUs, DPO 32 pairs on 16 GPUs."""
-    sft = SFTRecipe.from_preset("zephyr", GIVEN)
-    dpo = DPORecipe.from_preset("zephyr", {**GIVEN, "model": "m"})
+    sft = SFTTraining.from_preset("zephyr", GIVEN)
+    dpo = DPOTraining.from_preset("zephyr", {**GIVEN, "model": "m"})
     assert sft.per_device_train_batch_size * 16 * sft.gradient_accumulation_steps == 512
     assert dpo.per_device_train_batch_size * 16 * dpo.gradient_accumulation_steps == 32
 
@@ -93,28 +93,28 @@ def test_zephyr_template_renders_as_published():
 
 
 def test_overrides_apply_on_top_of_the_preset():
-    recipe = SFTRecipe.from_preset("zephyr", {**GIVEN, **CPU_SMOKE_SFT, "model": "tiny"})
+    recipe = SFTTraining.from_preset("zephyr", {**GIVEN, **CPU_SMOKE_SFT, "model": "tiny"})
     assert (recipe.model, recipe.max_steps, recipe.per_device_train_batch_size) == ("tiny", 20, 8)
     assert (recipe.use_cpu, recipe.bf16, recipe.learning_rate) == (True, False, 1e-3)
     assert recipe.lr_scheduler_type == "cosine"  # untouched keys keep the preset's value
-    dpo = DPORecipe.from_preset("current", {**GIVEN, **CPU_SMOKE_DPO, "model": "runs/sft"})
+    dpo = DPOTraining.from_preset("current", {**GIVEN, **CPU_SMOKE_DPO, "model": "runs/sft"})
     assert (dpo.max_length, dpo.max_prompt_length, dpo.beta) == (256, 128, 0.01)
 
 
 def test_an_override_cannot_relabel_the_preset():
-    assert SFTRecipe.from_preset("current", {**GIVEN, "preset": "zephyr"}).preset == "current"
+    assert SFTTraining.from_preset("current", {**GIVEN, "preset": "zephyr"}).preset == "current"
 
 
 @pytest.mark.parametrize(("cls", "overrides", "names"), [
-    (SFTRecipe, {"learning_rate": 0}, ["learning_rate: Input should be greater than 0"]),
-    (SFTRecipe, {"max_steps": 0}, ["max_steps: Value error, 0 steps trains nothing"]),
-    (SFTRecipe, {"warmup_ratio": 1.5}, ["warmup_ratio: Input should be less than 1"]),
-    (SFTRecipe, {"lr_scheduler_type": "cosine_restarts"}, ["lr_scheduler_type: Input should be"]),
-    (SFTRecipe, {"lr": 1e-4}, ["lr: unknown key (allowed keys: preset, model, dataset"]),
-    (SFTRecipe, {"beta": 0.1}, ["beta: unknown key"]),  # a DPO key in an SFT recipe
-    (DPORecipe, {"model": "m", "max_prompt_length": 1024},
+    (SFTTraining, {"learning_rate": 0}, ["learning_rate: Input should be greater than 0"]),
+    (SFTTraining, {"max_steps": 0}, ["max_steps: Value error, 0 steps trains nothing"]),
+    (SFTTraining, {"warmup_ratio": 1.5}, ["warmup_ratio: Input should be less than 1"]),
+    (SFTTraining, {"lr_scheduler_type": "cosine_restarts"}, ["lr_scheduler_type: Input should be"]),
+    (SFTTraining, {"lr": 1e-4}, ["lr: unknown key (allowed keys: preset, model, dataset"]),
+    (SFTTraining, {"beta": 0.1}, ["beta: unknown key"]),  # a DPO key in an SFT recipe
+    (DPOTraining, {"model": "m", "max_prompt_length": 1024},
      ["max_prompt_length: Value error, must be below max_length (1024)"]),
-    (DPORecipe, {"beta": -1, "per_device_train_batch_size": 0},
+    (DPOTraining, {"beta": -1, "per_device_train_batch_size": 0},
      ["model: Field required", "beta: Input should be greater than 0",
       "per_device_train_batch_size: Input should be greater than or equal to 1"]),
 ])
@@ -129,13 +129,13 @@ def test_errors_name_the_key(cls, overrides, names):
 
 def test_missing_dataset_and_unknown_preset_are_named():
     with pytest.raises(ConfigError, match=r"dataset: Field required; output_dir: Field required"):
-        SFTRecipe.from_preset("zephyr")
+        SFTTraining.from_preset("zephyr")
     with pytest.raises(ConfigError, match=r"preset: unknown preset 'beta' \(known: zephyr, current\)"):
-        SFTRecipe.from_preset("beta", GIVEN)
+        SFTTraining.from_preset("beta", GIVEN)
 
 
 def test_recipes_are_frozen():
-    recipe = SFTRecipe.from_preset("zephyr", GIVEN)
+    recipe = SFTTraining.from_preset("zephyr", GIVEN)
     with pytest.raises(ValueError, match="frozen"):
         recipe.max_steps = 3
 

@@ -12,6 +12,8 @@ with our own draw.
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -41,6 +43,15 @@ class SplitSpec(BaseModel):
             return (f"splits.test_size: {self.test_size} holds out {n} of {rows} {what}, leaving "
                     "none for training; lower it or give a fraction")
         return None
+
+
+def no_training_rows(ranks: pa.Array | pa.ChunkedArray, test_rows: int, what: str) -> str | None:
+    """The problem when every row's rank falls in the test part (rows sharing few prompts take
+    their first row's rank), naming the field; None when some rows are left for training."""
+    if pc.any(pc.greater(ranks, test_rows)).as_py():
+        return None
+    return (f"splits.test_size: every one of the {len(ranks)} {what} lands in the test part "
+            f"(they share fewer than {test_rows + 1} prompts); lower it")
 
 
 def ranks_sql(seed: int, rows_sql: str) -> str:
