@@ -87,6 +87,8 @@ class UltraFeedbackCounts(BaseModel):
     blocks: int
     blocks_run: int
     blocks_waited_for: int
+    pending_calls: int = Field(description="Calls waiting in batches that had not finished when "
+                               "the run stopped waiting; the next run collects them.")
 
     @property
     def partial(self) -> bool:
@@ -124,6 +126,7 @@ def ultrafeedback(params: UltraFeedbackParams = DEFAULT_PARAMS) -> UltraFeedback
     recipe, base_dir = resolve_recipe(params, res)
     intake = load_prompts(recipe, str(base_dir))
     run(res.gateway.preflight(recipe.models))  # every endpoint answers before we pay
+    res.gateway.batches.configure(**recipe.batch.model_dump())
     fingerprint = work_fingerprint(recipe, res)
     done = res.lake.shard_keys(BLOCKS)
     todo = [b for b in range(intake.blocks)
@@ -169,7 +172,8 @@ def _counts(recipe: UltraFeedbackRecipe, intake: Intake, shards: list[ShardSumma
         judge_replies_this_run=replies, unparsed_judge_replies_this_run=unparsed,
         judge_reply_parse_failure_rate=round(unparsed / replies, 4) if replies else 0.0,
         blocks=intake.blocks, blocks_run=sum(s.status != "skipped" for s in shards),
-        blocks_waited_for=sum(s.waited_s > 0 for s in shards))
+        blocks_waited_for=sum(s.waited_s > 0 for s in shards),
+        pending_calls=sum(s.pending for s in shards))
 
 
 def _failed_jobs(shards: list[ShardSummary]) -> dict[str, int]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tasks.adapters.lake import Lake
+from tasks.adapters.llm.batch import BatchCollector, BatchRoute
 from tasks.adapters.llm.gateway import Gateway, load_pool, resolve_api_keys
 from tasks.adapters.llm.journal import Journal, journal_at
 from tasks.adapters.settings import Settings
@@ -81,7 +82,9 @@ class Resources:
     def gateway(self) -> Gateway:
         """This run's gateway (made on first use; use it only on the loop of `run`)."""
         if self._gateway is None:
-            self._gateway = Gateway(self.pool, self.journal, resolve_api_keys(self.pool))
+            gateway = Gateway(self.pool, self.journal, resolve_api_keys(self.pool))
+            gateway.batches = BatchCollector(BatchRoute(gateway, self.lake))
+            self._gateway = gateway
         return self._gateway
 
     def new_run(self) -> Resources:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.ids import content_key
+
+# How a call is sent: one request at a time, or in a Batch API file (tasks/adapters/llm/batch.py).
+Route = Literal["online", "batch"]
 
 
 class ChatRequest(BaseModel):
@@ -18,6 +21,8 @@ class ChatRequest(BaseModel):
     messages: tuple[dict[str, Any], ...]
     params: dict[str, Any] = Field(default_factory=dict, description="Sampling parameters.")
     sample_index: int = 0
+    route: Route = Field(default="online", description="How it is sent; not part of the key: "
+                         "a batched and an online answer to the same call are the same answer.")
 
     def key(self, api_model: str, params: dict[str, Any]) -> str:
         """Content key of the call as sent: API model name, messages, resolved params, index."""
@@ -44,8 +49,11 @@ class ChatResult(BaseModel):
     latency_s: float = 0.0
     attempts: int = 0
     from_journal: bool = False
+    route: Route = "online"
     error: str | None = None
+    pending: str | None = Field(default=None, description="Set (to the batch id) while the call "
+                                "waits in a batch that has not finished; a later run collects it.")
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and self.pending is None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tasks.core.chat import Route
 from tasks.core.yamlconf import load_yaml_model
 
 # Sampling parameters a request may carry (OpenAI chat completions); anything else is a typo that
@@ -26,8 +27,6 @@ def _known_sampling(v: dict[str, Any]) -> dict[str, Any]:
 
 
 Sampling = Annotated[dict[str, Any], AfterValidator(_known_sampling)]
-# How a call is sent: one request at a time, or in a Batch API file (tasks/adapters/llm/batch.py).
-Route = Literal["online", "batch"]
 
 
 def merge_sampling(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

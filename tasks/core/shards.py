@@ -16,12 +16,14 @@ class ShardSummary(BaseModel):
 
     stage: str
     key: str
-    status: Literal["done", "partial", "skipped"] = Field(
+    status: Literal["done", "partial", "pending", "skipped"] = Field(
         description="done: every call final; partial: some failed for good (rerun retries "
-        "them); skipped: nothing was missing")
+        "them); pending: some wait in batches (rerun collects them); skipped: nothing was "
+        "missing")
     items: int = Field(0, description="Inputs the shard covered (prompts, dialogues, ...).")
     rows: int = Field(0, description="Result rows landed.")
     failures: int = Field(0, description="Jobs whose call failed for good.")
+    pending: int = Field(0, description="Jobs waiting in batches that have not finished.")
     replies: int = Field(0, description="Judge replies received (annotation, critique).")
     unparsed: int = Field(0, description="Judge replies that did not parse completely.")
     waited_s: float = Field(0.0, description="Time spent waiting for another claimant's lease.")

@@ -1,8 +1,9 @@
 """Usage accounting: requests paid, journal replays, failures, tokens and cost per model.
 
 One rule for every flow: a result that came back from an endpoint (not the journal) is a paid
-request with its tokens and cost; a journal hit is counted as such and costs nothing; a result
-with an error is a failed call.
+request with its tokens and cost at its route's price; a journal hit is counted as such and costs
+nothing; a result with an error is a failed call; a call still waiting in a batch is pending
+(nothing paid yet). Rows are per (stage, model, route).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.core.chat import ChatResult
+from tasks.core.chat import ChatResult, Route
 
-COUNTS = ("requests", "from_journal", "failed", "prompt_tokens", "completion_tokens")
-Cost = Callable[[str, int, int], float]  # (pool model, prompt tokens, completion tokens) → USD
+COUNTS = ("requests", "from_journal", "failed", "pending", "prompt_tokens", "completion_tokens")
+Cost = Callable[[str, int, int, Route], float]  # (pool model, tokens in, out, route) → USD
 
 
 class UsageRow(BaseModel):
@@ -24,20 +25,25 @@ class UsageRow(BaseModel):
 
     stage: str
     model: str
+    route: Route = "online"
     requests: int = 0
     from_journal: int = 0
     failed: int = 0
+    pending: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
 
 
 def usage_of(stage: str, results: Iterable[ChatResult], cost: Cost) -> list[UsageRow]:
-    """Usage rows of `stage` for these results, one per model, sorted by model."""
-    rows: dict[str, UsageRow] = {}
+    """Usage rows of `stage` for these results, one per (model, route), sorted."""
+    rows: dict[tuple[str, str], UsageRow] = {}
     for r in results:
-        row = rows.setdefault(r.model, UsageRow(stage=stage, model=r.model))
-        if not r.ok:
+        row = rows.setdefault((r.model, r.route), UsageRow(stage=stage, model=r.model,
+                                                           route=r.route))
+        if r.pending is not None:
+            row.pending += 1
+        elif not r.ok:
             row.failed += 1
         elif r.from_journal:
             row.from_journal += 1
@@ -45,15 +51,17 @@ def usage_of(stage: str, results: Iterable[ChatResult], cost: Cost) -> list[Usag
             row.requests += 1
             row.prompt_tokens += r.usage.prompt_tokens
             row.completion_tokens += r.usage.completion_tokens
-            row.cost_usd += cost(r.model, r.usage.prompt_tokens, r.usage.completion_tokens)
-    return [_rounded(rows[m]) for m in sorted(rows)]
+            row.cost_usd += cost(r.model, r.usage.prompt_tokens, r.usage.completion_tokens,
+                                 r.route)
+    return [_rounded(rows[k]) for k in sorted(rows)]
 
 
 def merge_usage(rows: Iterable[UsageRow]) -> list[UsageRow]:
-    """Sum rows per (stage, model), sorted by them."""
-    acc: dict[tuple[str, str], UsageRow] = {}
+    """Sum rows per (stage, model, route), sorted by them."""
+    acc: dict[tuple[str, str, str], UsageRow] = {}
     for r in rows:
-        a = acc.setdefault((r.stage, r.model), UsageRow(stage=r.stage, model=r.model))
+        a = acc.setdefault((r.stage, r.model, r.route),
+                           UsageRow(stage=r.stage, model=r.model, route=r.route))
         for f in COUNTS:
             setattr(a, f, getattr(a, f) + getattr(r, f))
         a.cost_usd += r.cost_usd

@@ -74,8 +74,11 @@ def work_fingerprint(recipe: UltraFeedbackRecipe, resources: Resources) -> str:
     generation and judge settings and the pool's API models and sampling for those models."""
     pool = {m: [resources.pool.api_model(m), resources.pool.models[m].sampling]
             for m in recipe.models}
+    # the route is how calls are sent, not what they are: it is left out
     parts = recipe.model_dump(mode="json", include={"seed", "plan", "generation", "annotation",
-                                                    "critique"})
+                                                    "critique"},
+                              exclude={s: {"route"} for s in ("generation", "annotation",
+                                                               "critique")})
     return content_key("ultrafeedback/work", parts, pool)
 
 
@@ -103,13 +106,15 @@ class _Outputs:
         default_factory=lambda: {"generation": [], "annotation": [], "critique": []})
     replies: int = 0
     unparsed: int = 0
+    pending: int = 0
 
 
 async def ask_all(gw: Gateway, jobs: list[Any], parse: Callable[[Any, str | None], Any],
                   max_reasks: int, sink: list[ChatResult]) -> list[Attempts]:
     """Every job's first ask, then re-asks for the replies that did not parse completely, in
     rounds: round k sends attempt k of the jobs still open, together. A job whose call fails for
-    good stops there with the error. Every result goes to `sink` too (for usage)."""
+    good stops there with the error, one whose call waits in a batch stops there pending. Every
+    result goes to `sink` too (for usage)."""
     attempts = [Attempts() for _ in jobs]
     open_jobs = list(range(len(jobs)))
     for attempt in range(max_reasks + 1):
@@ -119,6 +124,9 @@ async def ask_all(gw: Gateway, jobs: list[Any], parse: Callable[[Any, str | None
         sink.extend(results)
         still_open = []
         for i, result in zip(open_jobs, results, strict=True):
+            if result.pending is not None:
+                attempts[i].pending = result.pending
+                continue
             if not result.ok:
                 attempts[i].error = result.error
                 continue
@@ -139,6 +147,8 @@ def _judged(stage: str, jobs: list[Any], outcomes: list[Attempts], out: _Outputs
         out.unparsed += sum(not p.complete for p in attempts.parses)
         if attempts.final:
             rows.extend(rows_of(job, attempts))
+        elif attempts.pending is not None:
+            out.pending += 1
         else:
             out.failures.append(failure_row(stage, job.job_id, job.prompt_id, job.judge_model,
                                             attempts.error, attempts.calls))
@@ -167,17 +177,21 @@ async def _prompt(gw: Gateway, recipe: UltraFeedbackRecipe, prompt: PromptRecord
                   items: list[PlanItem], landed: _Landed, out: _Outputs) -> None:
     """One prompt's pipeline: missing completions, then its rating and critique calls."""
     missing = [it for it in items if it.completion_id not in landed.responses]
-    results = await gw.complete_all([it.request() for it in missing])
+    results = await gw.complete_all([it.request(recipe.generation.route) for it in missing])
     out.results["generation"].extend(results)
     responses = {it.completion_id: landed.responses[it.completion_id] for it in items
                  if it.completion_id in landed.responses}
     for it, r in zip(missing, results, strict=True):
-        if r.ok:
+        if r.pending is not None:
+            out.pending += 1
+        elif r.ok:
             out.completions.append(completion_row(it, r))
             responses[it.completion_id] = r.text
         else:
             out.failures.append(failure_row("generation", it.completion_id, it.prompt_id,
                                             it.model, r.error, r.attempts))
+    if any(r.pending is not None for r in results):
+        return  # judged once all its completions are in: a later run, when the batch is done
     answered = {prompt.prompt_id: [(it, responses[it.completion_id]) for it in items
                                    if it.completion_id in responses]}
     if not answered[prompt.prompt_id]:
@@ -234,13 +248,14 @@ async def _run_block(res: Resources, recipe: UltraFeedbackRecipe, intake: str, b
                  for u in usage_of(stage, results, res.pool.cost)]
         plan = [it for items in plans for it in items]
         rows = await asyncio.to_thread(_land, res, key, plan, out, usage)
-        status = "partial" if out.failures else "done"
-        if not out.failures:
+        status = "partial" if out.failures else "pending" if out.pending else "done"
+        if status == "done":
             await asyncio.to_thread(lake.write_shard, BLOCKS, done_marker(key, fingerprint),
                                     [{"block_key": key, "fingerprint": fingerprint,
                                       "prompts": len(prompts)}])
         return ShardSummary(stage="ultrafeedback", key=key, status=status, items=len(prompts),
-                            rows=rows, failures=len(out.failures), replies=out.replies,
+                            rows=rows, failures=len(out.failures), pending=out.pending,
+                            replies=out.replies,
                             unparsed=out.unparsed, waited_s=waited, usage=usage)
 
 

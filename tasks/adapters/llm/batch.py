@@ -433,7 +433,7 @@ class BatchRoute:
                 gone: list[str]) -> ChatResult:
         """The ChatResult of line `key`: answered (status 200), or `error` saying what became of it."""
         result = ChatResult(key=key, model=record.model, api_model=record.api_model,
-                            endpoint=record.endpoint, attempts=1)
+                            endpoint=record.endpoint, attempts=1, route="batch")
         where = f"batch {record.batch_id} ({record.status}, stage {record.stage!r})"
         if line is None:
             error = f"{where}: no line in its output or error file"
@@ -509,3 +509,54 @@ def _record_path(record: BatchRecord) -> str:
 
 def _blob(record: BatchRecord) -> bytes:
     return record.model_dump_json(indent=1).encode()
+
+
+class BatchCollector:
+    """The gateway's way to the batch route: calls that arrive within `linger_s` of each other
+    (a block's prompt pipelines, say) go to the route together and so share batch files. Each
+    caller gets ChatResults; a call whose batch is still running after `wait_s` comes back with
+    `pending` set to its batch id, neither paid nor failed."""
+
+    def __init__(self, route: BatchRoute):
+        self.route = route
+        self.wait_s, self.linger_s = 3600.0, 2.0
+        self._queue: list[tuple[list[ChatRequest], asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
+
+    def configure(self, *, wait_s: float, linger_s: float, poll_s: float) -> None:
+        """A run's batch settings (the recipe's `batch`)."""
+        self.wait_s, self.linger_s = wait_s, linger_s
+        self.route.settings = self.route.settings.model_copy(update={"poll_s": poll_s})
+
+    async def complete_all(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((requests, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self.linger_s)
+        callers, self._queue = self._queue, []
+        requests = [r for reqs, _ in callers for r in reqs]
+        try:
+            outcomes = await self.route.complete_all(requests, stage="batch", wait_s=self.wait_s)
+        except BaseException as exc:  # every caller of this round sees the error
+            for _, future in callers:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            start = 0
+            for reqs, future in callers:
+                if not future.done():
+                    future.set_result([self._result(o) for o in outcomes[start:start + len(reqs)]])
+                start += len(reqs)
+        if self._queue:  # arrived while this round ran: the next round
+            self._flusher = asyncio.create_task(self._flush())
+
+    def _result(self, outcome: ChatResult | Pending) -> ChatResult:
+        if isinstance(outcome, ChatResult):
+            return outcome
+        return ChatResult(key=outcome.key, model=outcome.model, endpoint=outcome.endpoint,
+                          api_model=self.route.pool.api_model(outcome.model), route="batch",
+                          pending=outcome.batch_id or outcome.record)

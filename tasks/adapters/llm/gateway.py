@@ -25,7 +25,7 @@ import hashlib
 import re
 import time
 from collections.abc import Iterable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx2
 import openai
@@ -33,13 +33,21 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
 from tasks.adapters import metrics
-from tasks.adapters.errors import FatalAPIError, RejectedRequestError, RetryableAPIError
+from tasks.adapters.errors import (
+    ConfigError,
+    FatalAPIError,
+    RejectedRequestError,
+    RetryableAPIError,
+)
 from tasks.adapters.llm.journal import Journal
 from tasks.adapters.llm.ratelimit import Limiter, limiter_for
 from tasks.adapters.settings import Settings, secret_from_env
 from tasks.core.chat import ChatRequest, ChatResult, Usage
 from tasks.core.pool import Endpoint, PoolConfig, max_tokens_of, merge_sampling
 from tasks.core.tokens import estimate_prompt_tokens
+
+if TYPE_CHECKING:  # batch.py imports this module
+    from tasks.adapters.llm.batch import BatchCollector
 
 _FATAL_429_CODES = {"insufficient_quota", "credit_balance_exhausted"}
 _RETRY_STATUS = {408, 409, 429}  # and every 5xx; any other status stops the run
@@ -94,6 +102,7 @@ class Gateway:
         self.fatal: FatalAPIError | None = None
         self.fatal_at: float | None = None  # time.monotonic() of the first fatal error
         self.last_sent_at: float | None = None  # time.monotonic() of the last request sent
+        self.batches: BatchCollector | None = None  # set by Resources (it needs the lake)
 
     # -- public -------------------------------------------------------------------------------
     async def complete(self, request: ChatRequest) -> ChatResult:
@@ -186,10 +195,29 @@ class Gateway:
 
     async def complete_all(self, requests: Iterable[ChatRequest]) -> list[ChatResult]:
         """All requests concurrently, results in input order, the journal read in one query; a
-        fatal error cancels every call in flight."""
+        fatal error cancels every call in flight. Requests with `route="batch"` go through the
+        batch route (`self.batches`, tasks/adapters/llm/batch.py), the others online."""
         if self.fatal is not None:
             raise self.fatal
         requests = list(requests)
+        batched = [i for i, r in enumerate(requests) if r.route == "batch"]
+        if not batched:
+            return await self._online_all(requests)
+        if self.batches is None:
+            raise ConfigError("route batch needs the batch route: build the gateway through "
+                              "Resources, which gives it the lake's batch registry")
+        online = [i for i, r in enumerate(requests) if r.route != "batch"]
+        by_batch, by_online = await asyncio.gather(
+            self.batches.complete_all([requests[i] for i in batched]),
+            self._online_all([requests[i] for i in online]))
+        out: list[ChatResult | None] = [None] * len(requests)
+        for i, r in [*zip(batched, by_batch, strict=True), *zip(online, by_online, strict=True)]:
+            out[i] = r
+        return out
+
+    async def _online_all(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        if not requests:
+            return []
         resolved = [self.resolve(r) for r in requests]
         hits = self.journal.get_many(k for _, _, k in resolved) if self.journal is not None else {}
         if len(requests) == 1:  # the common case of sequential turns: no extra task

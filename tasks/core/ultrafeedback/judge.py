@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.core.chat import ChatRequest
+from tasks.core.chat import ChatRequest, Route
 from tasks.core.ids import content_key
 from tasks.core.prompts import render
 from tasks.core.ultrafeedback.intake import PromptRecord
@@ -87,6 +87,7 @@ class JudgeJob(BaseModel):
     messages: tuple[dict[str, Any], ...]
     judge_model: str
     params: dict[str, Any]
+    route: Route = "online"
 
     @property
     def n_texts(self) -> int | None:
@@ -96,7 +97,8 @@ class JudgeJob(BaseModel):
     def request(self, attempt: int) -> ChatRequest:
         """The paid call of attempt `attempt` (0 = first ask, then re-asks)."""
         return ChatRequest(model=self.judge_model, params=self.params, sample_index=attempt,
-                           messages=with_reask(self.messages, attempt, self.n_texts))
+                           messages=with_reask(self.messages, attempt, self.n_texts),
+                           route=self.route)
 
 
 class AnnotationJob(JudgeJob):
@@ -144,7 +146,7 @@ def annotation_job(seed: int, spec: JudgeSpec, aspect: str, prompt: PromptRecord
                       list(messages), spec.judge_model, spec.params)
     return AnnotationJob(annotation_id=key, prompt_id=prompt.prompt_id, aspect=aspect,
                          completion_ids=ids, order=order, messages=messages,
-                         judge_model=spec.judge_model, params=dict(spec.params))
+                         judge_model=spec.judge_model, params=dict(spec.params), route=spec.route)
 
 
 def critique_job(spec: JudgeSpec, prompt: PromptRecord, completion_id: str, principle: str,
@@ -159,7 +161,8 @@ def critique_job(spec: JudgeSpec, prompt: PromptRecord, completion_id: str, prin
     key = content_key("ultrafeedback/critique", completion_id, list(messages),
                       spec.judge_model, spec.params)
     return CritiqueJob(critique_id=key, completion_id=completion_id, prompt_id=prompt.prompt_id,
-                       messages=messages, judge_model=spec.judge_model, params=dict(spec.params))
+                       messages=messages, judge_model=spec.judge_model, params=dict(spec.params),
+                       route=spec.route)
 
 
 def parse_annotation_reply(job: AnnotationJob, text: str | None) -> RatingsParse:

@@ -30,15 +30,17 @@ from tasks.core.ultrafeedback.plan import PlanItem
 @dataclass
 class Attempts:
     """One judge job's calls so far: the replies that came back (and their parses), and the
-    error of a call that failed for good, which ends the job's attempts."""
+    error of a call that failed for good, which ends the job's attempts, or the batch its next
+    call waits in (then the job is neither final nor failed: a later run goes on with it)."""
 
     results: list[ChatResult] = field(default_factory=list)
     parses: list[Any] = field(default_factory=list)
     error: str | None = None
+    pending: str | None = None
 
     @property
     def final(self) -> bool:
-        return self.error is None and bool(self.parses)
+        return self.error is None and self.pending is None and bool(self.parses)
 
     @property
     def calls(self) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.core.chat import ChatRequest
+from tasks.core.chat import ChatRequest, Route
 from tasks.core.ids import content_key
 from tasks.core.ultrafeedback.intake import PromptRecord
 from tasks.core.ultrafeedback.principles import (
@@ -47,9 +47,10 @@ class PlanItem(BaseModel):
     messages: tuple[dict[str, Any], ...]
     params: dict[str, Any]
 
-    def request(self) -> ChatRequest:
+    def request(self, route: Route = "online") -> ChatRequest:
         """The paid call that produces this completion."""
-        return ChatRequest(model=self.model, messages=self.messages, params=self.params)
+        return ChatRequest(model=self.model, messages=self.messages, params=self.params,
+                           route=route)
 
     def lake_row(self) -> dict[str, Any]:
         """The row kept in the `uf_plan` table (messages are derivable, so not stored)."""

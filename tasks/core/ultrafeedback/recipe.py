@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tasks.core.chat import Route
 from tasks.core.pool import Sampling
 from tasks.core.ultrafeedback.principles import PRINCIPLES, SOURCES
 
@@ -27,6 +28,8 @@ OVERALL_ASPECT = "overall-rating"
 
 
 ScoreRevision = Literal["fixed", "zephyr"]  # docs/datasets.md#overall-score-fix
+ROUTE_HELP = ("`online` (one request at a time) or `batch` (the endpoint's Batch API, half the "
+              "price, answers within its window; docs/rate-limits.md#batch-api).")
 
 # `id` is optional: the prompt's id in its source dataset, carried through every export
 MAPPABLE_FIELDS = ("instruction", "source", "correct_answers", "incorrect_answers", "id")
@@ -125,6 +128,7 @@ class GenerationSpec(_Strict):
     already sets)."""
 
     params: Sampling = Field(default_factory=dict, description="Overrides of pool sampling.")
+    route: Route = Field(default="online", description=ROUTE_HELP)
 
 
 class JudgeSpec(_Strict):
@@ -135,6 +139,7 @@ class JudgeSpec(_Strict):
         "temperature": 0, "top_p": 0.6, "max_tokens": 500})
     max_reasks: int = Field(default=3, ge=0, le=10,
                             description="Extra calls after an unparseable reply (original: ≤ 10).")
+    route: Route = Field(default="online", description=ROUTE_HELP)
     shard_size: int = Field(default=128, ge=1, le=5000, description="Judge calls per Prefect task.")
 
 
@@ -170,6 +175,17 @@ class ExportSpec(_Strict):
         "the first release's bug, a score of 1 stored as 10 (zephyr-7b-beta's DPO data).")
 
 
+class BatchSpec(_Strict):
+    """How a run uses the batch route (stages with `route: batch`)."""
+
+    wait_s: float = Field(default=3600, ge=0, description="How long a run waits for its "
+                          "batches; calls still running then stay pending, and the next run "
+                          "collects them without paying again.")
+    linger_s: float = Field(default=2.0, ge=0, description="Batch calls arriving within this "
+                            "many seconds of each other share one batch file.")
+    poll_s: float = Field(default=30.0, gt=0, description="Seconds between status polls.")
+
+
 class UltraFeedbackRecipe(_Strict):
     """A whole UltraFeedback reproduction: prompts, plan, generation, judging, export."""
 
@@ -188,6 +204,7 @@ class UltraFeedbackRecipe(_Strict):
     max_parallel_shards: int = Field(default=4, ge=1, le=64,
                                      description="Shard tasks running at once.")
     export: ExportSpec = Field(default_factory=ExportSpec)
+    batch: BatchSpec = Field(default_factory=BatchSpec)
 
     @property
     def models(self) -> list[str]:

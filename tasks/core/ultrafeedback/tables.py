@@ -49,8 +49,9 @@ _SCHEMAS = {
     "uf_failures": pa.schema([("stage", _STR), ("job_id", _STR), ("prompt_id", _STR),
                               ("model", _STR), ("error", _STR), ("calls", _INT)]),
     "uf_usage": pa.schema([("shard", _STR), ("stage", _STR), ("model", _STR), ("api_model", _STR),
-                           ("endpoint", _STR), ("requests", _INT), ("from_journal", _INT),
-                           ("failed", _INT), ("prompt_tokens", _INT), ("completion_tokens", _INT),
+                           ("endpoint", _STR), ("route", _STR), ("requests", _INT),
+                           ("from_journal", _INT), ("failed", _INT), ("pending", _INT),
+                           ("prompt_tokens", _INT), ("completion_tokens", _INT),
                            ("cost_usd", _FLOAT)]),
     "uf_blocks": pa.schema([("block_key", _STR), ("fingerprint", _STR), ("prompts", _INT)]),
 }
@@ -58,7 +59,7 @@ _KEYS = {
     "uf_prompts": ("prompt_id",), "uf_quarantine": ("origin", "row", "field", "reason"),
     "uf_plan": ("completion_id",), "uf_completions": ("completion_id",),
     "uf_annotations": ("annotation_id", "completion_id"), "uf_critiques": ("critique_id",),
-    "uf_usage": ("shard", "stage", "model"), "uf_blocks": ("block_key", "fingerprint"),
+    "uf_usage": ("shard", "stage", "model", "route"), "uf_blocks": ("block_key", "fingerprint"),
 }
 TABLES = Registry(TableSpec(name, schema, _KEYS.get(name, ())) for name, schema in _SCHEMAS.items())
 PROMPTS, QUARANTINE, PLAN = TABLES["uf_prompts"], TABLES["uf_quarantine"], TABLES["uf_plan"]

@@ -1,0 +1,90 @@
+"""The batch route in the UltraFeedback flow (issue 9): the judge stages through the simulator's
+Batch API give the same export as an all-online run at half the judge cost, and a run that stops
+waiting leaves its calls pending for the next run to collect, never submitting them twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.ultrafeedback import UltraFeedbackParams, ultrafeedback
+from tasks.adapters.settings import Settings
+from tests.fixtures.factory import fast_pool, settings_env, write_prompts, write_recipe
+
+pytestmark = pytest.mark.slow
+
+# "24h" is 2 s here; lines finish within the first half of it
+WINDOW = {"batch.window_s": 2, "batch.validating_s": 0.1, "batch.finalizing_s": 0.1}
+JUDGES_BATCHED = ("annotation.route=batch", "critique.route=batch", "batch.linger_s=0.2",
+                  "batch.poll_s=0.2")
+EXPORTS = ("exports/ultrafeedback/ultrafeedback.jsonl", "exports/ultrafeedback/ultrafeedback.parquet")
+
+
+def settings_in(root: Path) -> Settings:
+    """Everything under `root`, given explicitly: the environment an earlier run of this test
+    set must not leak in."""
+    return Settings(data_dir=root, lake_url=str(root / "lake"), journal_dir=root / "journal",
+                    warehouse_path=root / "ultraforge.duckdb", _env_file=None)
+
+
+def run(monkeypatch, settings: Settings, sim, recipe: Path, *overrides: str) -> dict:
+    for key, value in settings_env(settings, sim.base_url, fast_pool(recipe.parent)).items():
+        monkeypatch.setenv(key, value)
+    state = ultrafeedback(UltraFeedbackParams(recipe=str(recipe), overrides=list(overrides)),
+                          return_state=True)
+    assert state.is_completed(), state
+    return state.result().model_dump()
+
+
+def exports(settings: Settings) -> dict[str, bytes]:
+    return {p: (Path(settings.lake) / p).read_bytes() for p in EXPORTS}
+
+
+def stage_usage(out: dict, stage: str) -> tuple[int, int, float]:
+    rows = [u for u in out["usage"] if u["stage"] == stage]
+    return (sum(u["prompt_tokens"] for u in rows), sum(u["completion_tokens"] for u in rows),
+            sum(u["cost_usd"] for u in rows))
+
+
+def test_batched_judges_give_the_online_export_at_half_the_judge_cost(
+        prefect_api, make_simulator, monkeypatch, tmp_path):
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 12)
+    recipe = write_recipe(tmp_path, [{"name": "b", "path": str(prompts)}], shard_prompts=6)
+    online_sim = make_simulator("unlimited", seed=5, overrides=WINDOW)
+    online = run(monkeypatch, settings_in(tmp_path / "online"), online_sim, recipe)
+    batch_sim = make_simulator("unlimited", seed=5, overrides=WINDOW)
+    batched = run(monkeypatch, settings_in(tmp_path / "batch"), batch_sim, recipe, *JUDGES_BATCHED)
+
+    assert exports(settings_in(tmp_path / "batch")) == exports(settings_in(tmp_path / "online"))
+    assert batched["counts"]["pending_calls"] == 0
+    assert batched["counts"]["aspect_ratings_parsed"] == online["counts"]["aspect_ratings_parsed"]
+    for stage in ("annotation", "critique"):
+        assert {u["route"] for u in batched["usage"] if u["stage"] == stage} == {"batch"}
+        pt, ct, cost = stage_usage(batched, stage)
+        assert (pt, ct) == stage_usage(online, stage)[:2] and pt > 0
+        assert cost == pytest.approx(stage_usage(online, stage)[2] / 2, rel=1e-3)
+    assert stage_usage(batched, "generation") == stage_usage(online, "generation")
+    stats = batch_sim.stats()["batch"]
+    assert stats["batches_created"] >= 1 and stats["custom_id_repeats"] == 0
+
+
+def test_a_run_that_stops_waiting_leaves_calls_pending_and_the_next_collects_them_once(
+        prefect_api, make_simulator, monkeypatch, tmp_path):
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 6)
+    recipe = write_recipe(tmp_path, [{"name": "p", "path": str(prompts)}], shard_prompts=6)
+    sim = make_simulator("unlimited", seed=6, overrides={**WINDOW, "batch.window_s": 6})
+    settings = settings_in(tmp_path / "data")
+
+    first = run(monkeypatch, settings, sim, recipe, *JUDGES_BATCHED, "batch.wait_s=0.5")
+    assert first["counts"]["pending_calls"] > 0
+    assert first["counts"]["aspect_ratings_parsed"] == 0  # nothing judged landed yet
+    created = sim.stats()["batch"]["batches_created"]
+
+    second = run(monkeypatch, settings, sim, recipe, *JUDGES_BATCHED, "batch.wait_s=60")
+    assert second["counts"]["pending_calls"] == 0
+    assert second["counts"]["aspect_ratings_parsed"] == second["counts"]["aspect_ratings"] > 0
+    stats = sim.stats()["batch"]
+    # the second run polled and collected the first run's batches: it submitted none
+    assert stats["batches_created"] == created and stats["custom_id_repeats"] == 0
+    assert second["counts"]["generation_requests_paid"] == 0
