@@ -192,6 +192,8 @@ def _publish(counts: UltraFeedbackCounts, usage: list[UsageRow], out: Export,
         "# UltraFeedback run", "",
         f"Exports: `{out.jsonl}`, `{out.parquet}`", "",
         f"Paid calls this run: {sum(u.requests for u in usage)}, cost ≈ ${cost:.4f}", "",
+        *([f"Pending in batches: {counts.pending_calls} calls (the next run collects them)", ""]
+          if counts.pending_calls else []),
         "## Counts", markdown_table(count_rows),
         "## Usage by stage and model", markdown_table(rows),
         "## Ratings per aspect", markdown_table(out.rating_histogram),

@@ -4,7 +4,9 @@ from collections import Counter
 
 import pytest
 
-from tasks.core.ultrafeedback.estimate import landed_calls
+from tasks.adapters.settings import RECIPES_DIR
+from tasks.core.pool import PoolConfig
+from tasks.core.ultrafeedback.estimate import estimate_run, landed_calls
 from tasks.core.ultrafeedback.intake import PromptRecord, dedupe, to_prompt
 from tasks.core.ultrafeedback.judge import (
     FALSE_PREMISE,
@@ -256,3 +258,18 @@ def test_landed_calls_counts_a_rating_call_only_when_all_its_completions_landed(
                    "annotation_calls_landed": 4, "annotation_calls_new": 4,
                    "critique_calls_landed": 3, "critique_calls_new": 1}
     assert landed_calls(r, prompts, plan, {}, set(), set())["annotation_calls_new"] == 8
+
+
+def test_the_estimate_shows_both_routes_and_prices_each_stage_on_its_own():
+    pool = PoolConfig.load(RECIPES_DIR / "pool.yaml")
+    recipe = UltraFeedbackRecipe(sources=[{"name": "s", "path": "x"}],
+                                 annotation={"route": "batch"})
+    prompts = [to_prompt("s", i, {"instruction": f"Q{i}?", "source": "sharegpt"}, source=None,
+                         max_chars=100) for i in range(3)]
+    rows = estimate_run(recipe, prompts, build_plan(recipe, prompts),
+                        {m: s.sampling for m, s in pool.models.items()}, pool.cost)
+    for row in rows:
+        assert row["batch_cost_usd"] == pytest.approx(row["online_cost_usd"] / 2, abs=1e-4)
+        assert row["route"] == ("batch" if row["stage"] == "annotation" else "online")
+        assert row["cost_usd"] == row[f"{row['route']}_cost_usd"]
+    assert any(r["stage"] == "annotation" and r["online_cost_usd"] > 0 for r in rows)

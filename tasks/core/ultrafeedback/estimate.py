@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from tasks.core.chat import Route
 from tasks.core.pool import max_tokens_of, merge_sampling
 from tasks.core.tokens import estimate_prompt_tokens
 from tasks.core.ultrafeedback.intake import PromptRecord
@@ -33,12 +34,13 @@ from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe
 
 ASSUMED_RESPONSE_TOKENS = 300
 
-Cost = Callable[[str, int, int], float]  # (pool model, input tokens, output tokens) → USD
+Cost = Callable[[str, int, int, Route], float]  # (pool model, tokens in, out, route) → USD
 
 
 def estimate_run(recipe: UltraFeedbackRecipe, prompts: list[PromptRecord], plan: list[PlanItem],
                  sampling: dict[str, dict[str, Any]], cost: Cost) -> list[dict[str, Any]]:
-    """Rows {stage, model, requests, input_tokens, output_tokens, cost_usd} for a fresh run.
+    """Rows {stage, model, route, requests, input_tokens, output_tokens, cost_usd (on the
+    stage's route), online_cost_usd, batch_cost_usd} for a fresh run: both routes side by side.
 
     Args:
         sampling: pool model → its default sampling (request params are merged over it).
@@ -76,10 +78,15 @@ def estimate_run(recipe: UltraFeedbackRecipe, prompts: list[PromptRecord], plan:
                                    it.custom_system_prompt, filler)
                 add("critique", crit.judge_model, estimate_prompt_tokens(list(job.messages)),
                     max_tokens_of(params, 1024))
+    routes = {"generation": recipe.generation.route, "annotation": ann.route,
+              "critique": crit.route}
     out = []
     for (stage, model), (n, tin, tout) in sorted(rows.items()):
-        out.append({"stage": stage, "model": model, "requests": n, "input_tokens": tin,
-                    "output_tokens": tout, "cost_usd": round(cost(model, tin, tout), 4)})
+        by_route = {r: round(cost(model, tin, tout, r), 4) for r in ("online", "batch")}
+        out.append({"stage": stage, "model": model, "route": routes[stage], "requests": n,
+                    "input_tokens": tin, "output_tokens": tout,
+                    "cost_usd": by_route[routes[stage]], "online_cost_usd": by_route["online"],
+                    "batch_cost_usd": by_route["batch"]})
     return out
 
 
