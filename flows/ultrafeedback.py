@@ -162,7 +162,8 @@ def _counts(recipe: UltraFeedbackRecipe, intake: Intake, shards: list[ShardSumma
             for stage in ("generation", "annotation", "critique")}
     return UltraFeedbackCounts(
         **intake.counts.model_dump(), planned_completions=planned, **out.counts,
-        failed_completions=planned - exported,
+        failed_completions=planned - exported - sum(u.pending for u in usage
+                                                    if u.stage == "generation"),
         annotation_calls_planned=out.counts["exported_prompts"] * len(recipe.annotation.aspects),
         annotation_calls_failed=failed["annotation"],
         critique_calls_planned=exported if recipe.critique.enabled else 0,

@@ -21,7 +21,7 @@ back from the journal.
 | uf_annotations | one per (rating call, completion)                | every call of the job worked  |
 | uf_critiques   | one per critique call                            | every call of the job worked  |
 | uf_failures    | one per job whose call failed for good           | (a log; the next run retries) |
-| uf_usage       | one per (block, stage, model)                    |                               |
+| uf_usage       | one per (block run, stage, model, route)         | (a log: each run of a block)  |
 """
 
 from __future__ import annotations
@@ -217,8 +217,9 @@ def _land(res: Resources, key: str, plan: list[PlanItem], out: _Outputs,
     lake = res.lake
     plan_rows = [it.lake_row() for it in plan]
     lake.write_shard(PLAN, f"{key}-{content_key(plan_rows)[:16]}", plan_rows)
-    if usage:
-        lake.write_shard(USAGE, key, [{"shard": key, **u.model_dump()} for u in usage])
+    if usage:  # one shard per run of the block: a rerun that collects a batch pays, and says so
+        name = f"{key}-{content_key([u.model_dump() for u in usage])[:16]}"
+        lake.write_shard(USAGE, name, [{"shard": name, **u.model_dump()} for u in usage])
     if out.failures:
         lake.write_shard(FAILURES, f"{key}-{content_key(out.failures)[:16]}", out.failures)
     landed = 0

@@ -7,6 +7,7 @@ kill" is a second Gateway and BatchRoute on the same lake and journal file.
 from __future__ import annotations
 
 import asyncio
+import time
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from tasks.adapters.errors import ConfigError, FatalAPIError
 from tasks.adapters.lake import Lake
-from tasks.adapters.llm.batch import REGISTRY, BatchRecord, BatchRoute, BatchSettings, Pending
+from tasks.adapters.llm.batch import REGISTRY, BatchCollector, BatchRecord, BatchRoute, BatchSettings, Pending
 from tasks.adapters.llm.gateway import Gateway
 from tasks.adapters.llm.journal import Journal
 from tasks.core.chat import ChatRequest, ChatResult
@@ -271,3 +272,41 @@ def test_an_upload_refused_as_too_large_raises_naming_stage_and_endpoint_and_fre
     results = complete(make_route(sim, tmp_path, smaller), requests(6))
     assert all(r.ok for r in results)
     assert sim.stats()["batch"]["custom_id_repeats"] == 0
+
+
+def test_a_fatal_batch_error_reaches_every_caller_and_stops_the_gateway(make_simulator, tmp_path):
+    sim = make_simulator(overrides=FAST | {"batch.fail_validation": True})
+    route = make_route(sim, tmp_path)
+    collector = BatchCollector(route)
+    collector.configure(wait_s=10, linger_s=0.05, poll_s=0.02)
+
+    async def go():
+        try:  # two callers in one round, as two prompt pipelines of a block would be
+            return await asyncio.gather(collector.complete_all(requests(2, "a")),
+                                        collector.complete_all(requests(2, "b")),
+                                        return_exceptions=True)
+        finally:
+            await route.gateway.aclose()
+    outcomes = asyncio.run(go())
+    assert all(isinstance(o, FatalAPIError) for o in outcomes)
+    assert route.gateway.fatal is outcomes[0]  # online calls of other shards stop too
+
+
+def test_a_round_stops_waiting_once_another_call_stopped_the_run(make_simulator, tmp_path):
+    sim = make_simulator(overrides=FAST | {"batch.window_s": 30})
+    route = make_route(sim, tmp_path)
+
+    async def go():
+        async def stop_soon():
+            await asyncio.sleep(0.3)
+            route.gateway.abort(FatalAPIError("sim", "quota exhausted elsewhere"))
+        stopper = asyncio.create_task(stop_soon())
+        try:
+            started = time.monotonic()
+            with pytest.raises(FatalAPIError, match="quota exhausted elsewhere"):
+                await route.complete_all(requests(3), stage="judge", wait_s=30)
+            return time.monotonic() - started
+        finally:
+            await stopper
+            await route.gateway.aclose()
+    assert asyncio.run(go()) < 3  # not the 30 s wait

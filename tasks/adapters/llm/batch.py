@@ -361,9 +361,11 @@ class BatchRoute:
                                     f"validation: {failed.problem}")
             running = [r for r in running if not r.terminal]
             left = deadline - time.monotonic()
+            if self.gateway.fatal is not None:  # another call stopped the run: stop waiting
+                raise self.gateway.fatal
             if not running or left <= 0:
                 return results
-            await asyncio.sleep(min(self.settings.poll_s, left))
+            await asyncio.sleep(min(self.settings.poll_s, left, FATAL_CHECK_S))
 
     async def _poll(self, record: BatchRecord) -> None:
         client = self._client(record.endpoint)
@@ -511,6 +513,9 @@ def _blob(record: BatchRecord) -> bytes:
     return record.model_dump_json(indent=1).encode()
 
 
+FATAL_CHECK_S = 1.0  # how often a waiting round looks whether the run was stopped
+
+
 class BatchCollector:
     """The gateway's way to the batch route: calls that arrive within `linger_s` of each other
     (a block's prompt pipelines, say) go to the route together and so share batch files. Each
@@ -536,27 +541,34 @@ class BatchCollector:
         return await future
 
     async def _flush(self) -> None:
-        await asyncio.sleep(self.linger_s)
-        callers, self._queue = self._queue, []
-        requests = [r for reqs, _ in callers for r in reqs]
+        callers: list[tuple[list[ChatRequest], asyncio.Future]] = []
         try:
+            await asyncio.sleep(self.linger_s)
+            callers, self._queue = self._queue, []
+            requests = [r for reqs, _ in callers for r in reqs]
             outcomes = await self.route.complete_all(requests, stage="batch", wait_s=self.wait_s)
-        except BaseException as exc:  # every caller of this round sees the error
-            for _, future in callers:
-                if not future.done():
-                    future.set_exception(exc)
-        else:
             start = 0
             for reqs, future in callers:
+                part = [self._result(r, o) for r, o in zip(reqs, outcomes[start:start + len(reqs)],
+                                                           strict=True)]
                 if not future.done():
-                    future.set_result([self._result(o) for o in outcomes[start:start + len(reqs)]])
+                    future.set_result(part)
                 start += len(reqs)
+        except BaseException as exc:  # no caller is left waiting: each sees the error
+            if isinstance(exc, FatalAPIError):
+                self.route.gateway.abort(exc)  # the online calls of other shards stop too
+            for _, future in callers or self._queue:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
         if self._queue:  # arrived while this round ran: the next round
             self._flusher = asyncio.create_task(self._flush())
 
-    def _result(self, outcome: ChatResult | Pending) -> ChatResult:
+    def _result(self, request: ChatRequest, outcome: ChatResult | Pending) -> ChatResult:
+        """The caller's result, under the caller's pool model (models may share an API model)."""
         if isinstance(outcome, ChatResult):
-            return outcome
-        return ChatResult(key=outcome.key, model=outcome.model, endpoint=outcome.endpoint,
-                          api_model=self.route.pool.api_model(outcome.model), route="batch",
+            return outcome.model_copy(update={"model": request.model})
+        return ChatResult(key=outcome.key, model=request.model, endpoint=outcome.endpoint,
+                          api_model=self.route.pool.api_model(request.model), route="batch",
                           pending=outcome.batch_id or outcome.record)

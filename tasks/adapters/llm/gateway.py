@@ -131,7 +131,7 @@ class Gateway:
         try:
             return await self._send_with_retries(request, api_model, params, key)
         except FatalAPIError as exc:
-            self._abort(exc)
+            self.abort(exc)
             raise
         except asyncio.CancelledError:
             if self.fatal is not None:  # cancelled by another call's fatal error: report that
@@ -140,7 +140,7 @@ class Gateway:
         finally:
             self._in_flight.discard(task)
 
-    def _abort(self, exc: FatalAPIError) -> None:
+    def abort(self, exc: FatalAPIError) -> None:
         """Stop paying: remember the error and cancel every call (in every shard) that is not
         on the wire yet: queued for admission or waiting to retry. A request already sent is
         paid for whatever we do, so it is let finish and its reply journaled."""
@@ -226,7 +226,7 @@ class Gateway:
         tasks = [asyncio.create_task(self._complete(r, a, p, k, hits.get(k)))
                  for r, (a, p, k) in zip(requests, resolved, strict=True)]
         try:
-            # every call ends quickly after a fatal error (see _abort), so wait for all of them:
+            # every call ends quickly after a fatal error (see abort), so wait for all of them:
             # the replies of requests already sent get journaled
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         except BaseException:  # this call itself was cancelled
