@@ -40,10 +40,7 @@ class SimulatorServer:
 
     def __init__(self, config: SimConfig, host: str = "127.0.0.1", port: int = 0):
         self.config = config
-        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only when the
-        # listening socket names its protocol, and without it every reply waits for a delayed ACK
-        # (~40 ms a request)
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
