@@ -28,7 +28,7 @@ from tasks.core.shards import ShardSummary
 from tasks.core.ultrafeedback.estimate import estimate_run, landed_calls
 from tasks.core.ultrafeedback.intake import Quarantined
 from tasks.core.ultrafeedback.plan import build_plan
-from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe, check_against_pool
+from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe, check_against_pool, resolve_routes
 from tasks.core.ultrafeedback.tables import ANNOTATIONS, BLOCKS, COMPLETIONS, CRITIQUES, TABLES
 from tasks.core.usage import UsageRow, merge_usage
 from tasks.core.yamlconf import load_recipe
@@ -113,10 +113,10 @@ def resolve_recipe(params: UltraFeedbackParams,
     """The validated recipe (checked against the pool) and the directory its paths are relative to."""
     res = res or current()
     recipe = load_recipe(params.recipe, UltraFeedbackRecipe, params.overrides)
-    problems = check_against_pool(recipe, set(res.pool.models))
+    problems = check_against_pool(recipe, res.pool)
     if problems:
         raise ConfigError(f"{params.recipe}: " + "; ".join(problems))
-    return recipe, Path(params.recipe).resolve().parent
+    return resolve_routes(recipe, res.pool), Path(params.recipe).resolve().parent
 
 
 @flow(name="ultrafeedback", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARD_THREADS))
@@ -126,7 +126,7 @@ def ultrafeedback(params: UltraFeedbackParams = DEFAULT_PARAMS) -> UltraFeedback
     recipe, base_dir = resolve_recipe(params, res)
     intake = load_prompts(recipe, str(base_dir))
     run(res.gateway.preflight(recipe.models))  # every endpoint answers before we pay
-    res.gateway.batches.configure(**recipe.batch.model_dump())
+    res.gateway.batches.configure(**recipe.batch.model_dump(exclude={"max_wait_s"}))
     fingerprint = work_fingerprint(recipe, res)
     done = res.lake.shard_keys(BLOCKS)
     todo = [b for b in range(intake.blocks)

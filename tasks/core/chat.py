@@ -23,6 +23,8 @@ class ChatRequest(BaseModel):
     sample_index: int = 0
     route: Route = Field(default="online", description="How it is sent; not part of the key: "
                          "a batched and an online answer to the same call are the same answer.")
+    stage: str = Field(default="", description="The flow stage asking (for batch records and "
+                       "errors); not part of the key.")
 
     def key(self, api_model: str, params: dict[str, Any]) -> str:
         """Content key of the call as sent: API model name, messages, resolved params, index."""

@@ -85,6 +85,11 @@ class Endpoint(Strict):
     limits: Limits = Field(default_factory=Limits)
     timeout_s: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=8, ge=1, description="Tries per request for retryable errors.")
+    batch_api: bool = Field(default=True, description="Whether it serves the Batch API (OpenAI "
+                            "does; vLLM and Ollama do not): `route: auto` uses it only if so.")
+    batch_turnaround_s: float = Field(
+        default=86_400, gt=0, description="Expected seconds from submitting a batch to its "
+        "results (the API promises 24 h at most, often sooner): `route: auto` weighs it.")
 
     @field_validator("base_url")
     @classmethod

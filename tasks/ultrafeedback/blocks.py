@@ -77,7 +77,7 @@ def work_fingerprint(recipe: UltraFeedbackRecipe, resources: Resources) -> str:
     # the route is how calls are sent, not what they are: it is left out
     parts = recipe.model_dump(mode="json", include={"seed", "plan", "generation", "annotation",
                                                     "critique"},
-                              exclude={s: {"route"} for s in ("generation", "annotation",
+                              exclude={s: {"route", "model_routes"} for s in ("generation", "annotation",
                                                                "critique")})
     return content_key("ultrafeedback/work", parts, pool)
 
@@ -177,7 +177,7 @@ async def _prompt(gw: Gateway, recipe: UltraFeedbackRecipe, prompt: PromptRecord
                   items: list[PlanItem], landed: _Landed, out: _Outputs) -> None:
     """One prompt's pipeline: missing completions, then its rating and critique calls."""
     missing = [it for it in items if it.completion_id not in landed.responses]
-    results = await gw.complete_all([it.request(recipe.generation.route) for it in missing])
+    results = await gw.complete_all([it.request(recipe.generation.route_of(it.model)) for it in missing])
     out.results["generation"].extend(results)
     responses = {it.completion_id: landed.responses[it.completion_id] for it in items
                  if it.completion_id in landed.responses}

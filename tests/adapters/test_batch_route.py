@@ -1,7 +1,8 @@
 """The batch route against the simulator's Batch API over real HTTP, in compressed time.
 
 Every simulator here runs "24h" in a second; a batch finishes in about 0.2 s. A "rerun after a
-kill" is a second Gateway and BatchRoute on the same lake and journal file.
+kill" is a second Gateway and BatchRoute on the same lake and journal file. Most tests here keep
+failed lines for the next call (`retry: none`, what `POLL` sets); the retry tests set it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tasks.core.usage import usage_of
 
 FAST = {"batch.window_s": 1, "batch.validating_s": 0.05, "batch.finalizing_s": 0.05,
         "batch.progress": 0.1}
-POLL = BatchSettings(poll_s=0.02)
+POLL = BatchSettings(poll_s=0.02, retry="none")
 
 
 class Killed(Exception):
@@ -39,9 +40,9 @@ def make_pool(base_url: str) -> PoolConfig:
     })
 
 
-def requests(n: int, prefix: str = "q") -> list[ChatRequest]:
-    return [ChatRequest(model="m", messages=({"role": "user", "content": f"{prefix} {i}?"},))
-            for i in range(n)]
+def requests(n: int, prefix: str = "q", stage: str = "judge") -> list[ChatRequest]:
+    return [ChatRequest(model="m", messages=({"role": "user", "content": f"{prefix} {i}?"},),
+                        stage=stage, route="batch") for i in range(n)]
 
 
 def make_route(sim, tmp_path: Path, settings: BatchSettings = POLL) -> BatchRoute:
@@ -50,11 +51,11 @@ def make_route(sim, tmp_path: Path, settings: BatchSettings = POLL) -> BatchRout
     return BatchRoute(gateway, Lake(str(tmp_path / "lake")), settings)
 
 
-def complete(route: BatchRoute, reqs: list[ChatRequest], wait_s: float = 10.0,
-             stage: str = "judge") -> list[ChatResult | Pending]:
+def complete(route: BatchRoute, reqs: list[ChatRequest],
+             wait_s: float = 10.0) -> list[ChatResult | Pending]:
     async def go():
         try:
-            return await route.complete_all(reqs, stage=stage, wait_s=wait_s)
+            return await route.complete_all(reqs, wait_s=wait_s)
         finally:
             await route.gateway.aclose()
     return asyncio.run(go())
@@ -66,7 +67,7 @@ def online(sim, reqs: list[ChatRequest]) -> list[ChatResult]:
 
     async def go():
         try:
-            return await gateway.complete_all(reqs)
+            return await gateway.complete_all([r.model_copy(update={"route": "online"}) for r in reqs])
         finally:
             await gateway.aclose()
     return asyncio.run(go())
@@ -278,7 +279,7 @@ def test_a_fatal_batch_error_reaches_every_caller_and_stops_the_gateway(make_sim
     sim = make_simulator(overrides=FAST | {"batch.fail_validation": True})
     route = make_route(sim, tmp_path)
     collector = BatchCollector(route)
-    collector.configure(wait_s=10, linger_s=0.05, poll_s=0.02)
+    collector.configure(wait_s=10, linger_s=0.05, poll_s=0.02, retry="none", max_resubmits=0)
 
     async def go():
         try:  # two callers in one round, as two prompt pipelines of a block would be
@@ -304,9 +305,95 @@ def test_a_round_stops_waiting_once_another_call_stopped_the_run(make_simulator,
         try:
             started = time.monotonic()
             with pytest.raises(FatalAPIError, match="quota exhausted elsewhere"):
-                await route.complete_all(requests(3), stage="judge", wait_s=30)
+                await route.complete_all(requests(3), wait_s=30)
             return time.monotonic() - started
         finally:
             await stopper
             await route.gateway.aclose()
     assert asyncio.run(go()) < 3  # not the 30 s wait
+
+
+def paid_tokens(results) -> int:
+    return sum(r.usage.completion_tokens for r in results if r.ok and not r.from_journal)
+
+
+def test_failed_lines_are_retried_in_new_batches_within_the_call_never_repaying_answered_ones(
+        make_simulator, tmp_path):
+    sim = make_simulator(overrides=FAST | {"batch.line_failure_rate": 0.4})
+    retrying = BatchSettings(poll_s=0.02, retry="batch", max_resubmits=6)
+    results = complete(make_route(sim, tmp_path, retrying), requests(10))
+    assert all(r.ok for r in results)
+    stats = sim.stats()["batch"]
+    assert stats["batches_created"] > 1  # the failed lines went into later batches
+    assert stats["custom_ids"] == 10
+    # each key answered once; only lines that had failed were sent again
+    assert stats["lines"]["completed"] == 10 and stats["lines"]["failed"] > 0
+    assert 0 < stats["custom_id_repeats"] <= stats["lines"]["failed"]
+    assert paid_tokens(results) == stats["tokens"]["completion_tokens"]
+    stages = {r.stage for r in records(tmp_path)}
+    assert stages == {"judge"}
+
+
+def test_the_expired_rest_of_a_batch_is_retried_online_when_the_recipe_says_so(make_simulator, tmp_path):
+    sim = make_simulator(overrides=FAST | {"batch.expire_after_fraction": 0.5})
+    results = complete(make_route(sim, tmp_path, BatchSettings(poll_s=0.02, retry="online")),
+                       requests(8))
+    assert all(r.ok for r in results)
+    assert sorted(r.route for r in results) == ["batch"] * 4 + ["online"] * 4
+    stats = sim.stats()
+    assert stats["batch"]["batches_created"] == 1 and stats["requests"] == 4  # 4 sent online
+    assert stats["ok_repeats"] == 0
+    online_tokens = sum(r.usage.completion_tokens for r in results if r.route == "online")
+    assert paid_tokens(results) == stats["batch"]["tokens"]["completion_tokens"] + online_tokens
+
+
+def test_a_batch_the_endpoint_no_longer_knows_is_lost_and_its_lines_resubmitted(make_simulator, tmp_path):
+    first = make_simulator(overrides=FAST | {"batch.validating_s": 5})
+    reqs = requests(3)
+    assert all(isinstance(p, Pending) for p in complete(make_route(first, tmp_path), reqs, wait_s=0))
+    # another endpoint process under the same name: it has never seen that batch (HTTP 404)
+    second = make_simulator(overrides=FAST)
+    results = complete(make_route(second, tmp_path, BatchSettings(poll_s=0.02)), reqs)
+    assert all(r.ok for r in results)
+    lost = [r for r in records(tmp_path) if r.status == "lost"]
+    assert len(lost) == 1 and "no longer knows batch" in lost[0].problem and lost[0].collected_at
+    assert second.stats()["batch"]["batches_created"] == 1
+
+
+def test_a_call_switched_to_online_while_its_batch_runs_collects_the_batch_instead_of_paying_again(
+        make_simulator, tmp_path):
+    sim = make_simulator(overrides=FAST | {"batch.validating_s": 0.5})
+    reqs = requests(3)
+    assert all(isinstance(p, Pending) for p in complete(make_route(sim, tmp_path), reqs, wait_s=0))
+    route = make_route(sim, tmp_path)
+    collector = BatchCollector(route)
+    collector.configure(wait_s=10, linger_s=0.05, poll_s=0.02, retry="none", max_resubmits=0)
+    route.gateway.batches = collector
+
+    async def go():
+        try:
+            return await route.gateway.complete_all([r.model_copy(update={"route": "online"})
+                                                     for r in reqs])
+        finally:
+            await route.gateway.aclose()
+    results = asyncio.run(go())
+    assert all(r.ok and r.route == "batch" for r in results), results
+    stats = sim.stats()
+    assert stats["requests"] == 0 and stats["batch"]["batches_created"] == 1
+
+
+def test_a_batch_refused_for_the_enqueued_token_queue_is_resubmitted_once_the_queue_drains(
+        make_simulator, tmp_path):
+    sizing = make_simulator(overrides=FAST)
+    complete(make_route(sizing, tmp_path / "sizing", BatchSettings(max_requests=3, poll_s=0.02)),
+             requests(3))
+    one_batch = sizing.stats()["batch"]["tokens"]["prompt_tokens"]  # tokens of 3 lines
+    sim = make_simulator(overrides=FAST | {"batch.enqueued_tokens": one_batch})
+    route = make_route(sim, tmp_path, BatchSettings(max_requests=3, poll_s=0.02))
+    results = complete(route, requests(6))  # two files of 3: only one fits the queue at a time
+    assert all(r.ok for r in results)
+    stats = sim.stats()["batch"]
+    assert stats["by_status"]["failed"] == 1 and stats["by_status"]["completed"] == 2
+    assert stats["custom_id_repeats"] == 0  # a failed validation answers no line
+    failed = [r for r in records(tmp_path) if r.status == "failed"]
+    assert len(failed) == 1 and failed[0].problem.startswith("token_limit_exceeded")

@@ -4,6 +4,12 @@ waiting leaves its calls pending for the next run to collect, never submitting t
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +19,7 @@ from tasks.adapters.settings import Settings
 from tests.fixtures.factory import fast_pool, settings_env, write_prompts, write_recipe
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 # "24h" is 2 s here; lines finish within the first half of it
 WINDOW = {"batch.window_s": 2, "batch.validating_s": 0.1, "batch.finalizing_s": 0.1}
@@ -88,3 +95,38 @@ def test_a_run_that_stops_waiting_leaves_calls_pending_and_the_next_collects_the
     # the second run polled and collected the first run's batches: it submitted none
     assert stats["batches_created"] == created and stats["custom_id_repeats"] == 0
     assert second["counts"]["generation_requests_paid"] == 0
+
+
+def test_sigkill_after_the_batches_are_submitted_then_rerun_submits_nothing_twice(
+        prefect_api, make_simulator, tmp_path):
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 6)
+    recipe = write_recipe(tmp_path, [{"name": "k", "path": str(prompts)}], shard_prompts=6)
+    sim = make_simulator("unlimited", seed=7, overrides={**WINDOW, "batch.window_s": 8})
+    settings = settings_in(tmp_path / "data")
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_LOGGING_LEVEL": "WARNING",
+           **settings_env(settings, sim.base_url, fast_pool(tmp_path))}
+    sets = [a for o in (*JUDGES_BATCHED, "batch.wait_s=120") for a in ("--set", o)]
+    command = [str(Path(sys.executable).parent / "ultraforge"), "run", "ultrafeedback",
+               "--recipe", str(recipe), *sets]
+
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while sim.stats()["batch"]["batches_created"] < 2:  # annotation's and critique's batches
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the judge batches were never submitted"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    stats = sim.stats()["batch"]
+    assert stats["by_status"]["completed"] == 0, "killed too late: a batch had finished"
+
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    counts = json.loads(rerun.stdout)["counts"]
+    assert counts["pending_calls"] == 0
+    assert counts["aspect_ratings_parsed"] == counts["aspect_ratings"] > 0
+    assert counts["generation_requests_paid"] == 0  # generation had landed before the kill
+    after = sim.stats()["batch"]
+    assert after["batches_created"] == 2 and after["custom_id_repeats"] == 0
+    assert after["custom_ids"] == stats["custom_ids"]  # every line was in the first run's batches

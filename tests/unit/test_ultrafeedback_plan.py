@@ -226,7 +226,9 @@ def test_dedupe_keeps_first_occurrence():
 
 
 def test_check_against_pool_names_the_key():
-    problems = check_against_pool(recipe(models=["gpt-4", "nope"], n_models=1), {"gpt-4"})
+    pool = PoolConfig.model_validate({"endpoints": {"e": {"base_url": "http://127.0.0.1:1/v1"}},
+                                      "models": {"gpt-4": {"endpoint": "e"}}})
+    problems = check_against_pool(recipe(models=["gpt-4", "nope"], n_models=1), pool)
     assert "plan.models: 'nope' is not in the model pool" in problems
     assert any(p.startswith("annotation.judge_model") for p in problems)
 

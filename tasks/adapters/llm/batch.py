@@ -1,13 +1,14 @@
 """The batch route: ChatRequests answered through the OpenAI Batch API of their endpoints, exactly
 once across runs and crashes (docs/rate-limits.md#batch-api).
 
-`BatchRoute.complete_all(requests, stage=..., wait_s=...)` gives one outcome per request, in input
-order: a journaled ChatResult at once; a ChatResult collected from a finished batch (journaled
-before it is returned), with `error` set when the batch did not answer that line (a failed line,
-the unanswered rest of an expired or cancelled batch); or a `Pending` while its batch still runs
-when `wait_s` is up. A later call with the same requests polls that batch and collects it; a key
-whose line came back failed goes into a new batch; an answered one is a journal hit, never paid
-again.
+`BatchRoute.complete_all(requests, wait_s=...)` gives one outcome per request, in input order: a
+journaled ChatResult at once; a ChatResult collected from a finished batch (journaled before it
+is returned), with `error` set when the batch did not answer that line; or a `Pending` while its
+batch still runs when `wait_s` is up. A line that failed for a passing reason (HTTP 408/409/429/
+5xx, the unanswered rest of an expired batch, a batch the endpoint lost) is retried within the
+call, `max_resubmits` times, in a new batch or online (`retry`); an answered one is a journal hit,
+never paid again. A later call with the same requests polls a batch still running and collects
+it. Batch records and errors name the requests' `stage`.
 
 Registry: each batch file is a `BatchRecord` in the lake at
 `_batches/<endpoint>/<input key>-<generation>.json`, beside its input
@@ -24,9 +25,11 @@ Each step is persisted before the next one starts:
 A run killed between any two steps finds the record and goes on from there: without a file id it
 uploads (an upload whose id was lost is an orphan file, never a second batch); with a file id but
 no batch id it looks among the endpoint's batches for one of that input file and adopts it, and
-creates one only if there is none; with a batch id it polls; terminal but not collected, it
-collects again (journal writes are idempotent). Keys of an uncollected record never go into another
-batch. One process works a given set of keys at a time (the engine's shard leases).
+creates one only if there is none; with a batch id it polls (a batch the endpoint no longer knows,
+HTTP 404, is `lost`: its lines are retried); terminal but not collected, it collects again
+(journal writes are idempotent). Keys of an uncollected record never go into another batch, nor
+online (`claimed`: the gateway sends such calls here whatever their stage's route). One process
+works a given set of keys at a time (the engine's shard leases).
 """
 
 from __future__ import annotations
@@ -65,9 +68,12 @@ _CLOCK_SKEW_S = 86_400
 _RETRY_STATUS = {408, 409, 429}  # and every 5xx
 
 Status = Literal["unsubmitted", "validating", "in_progress", "finalizing", "completed", "failed",
-                 "expired", "cancelling", "cancelled", "refused"]
+                 "expired", "cancelling", "cancelled", "refused", "lost"]
 # `refused`: the endpoint would not take the input file (too large); its keys are free again.
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", "refused"})
+# `lost`: the endpoint answers 404 for the batch (deleted, or another account or region).
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", "refused", "lost"})
+Retry = Literal["batch", "online", "none"]
+_RETRY_CODES = {"batch_expired"}  # error codes of lines worth another try
 T = TypeVar("T")
 
 
@@ -80,6 +86,9 @@ class BatchSettings(BaseModel):
     max_file_bytes: int = Field(default=200_000_000, gt=0,
                                 description="Bytes per file (the API's limit, 200 MB).")
     poll_s: float = Field(default=30.0, gt=0, description="Seconds between polls of running batches.")
+    retry: Retry = Field(default="batch", description="Where lines that failed for a passing "
+                         "reason are retried within the call: a new batch, online, or not.")
+    max_resubmits: int = Field(default=2, ge=0, description="Retry rounds within one call.")
 
 
 class RequestCounts(BaseModel):
@@ -158,6 +167,7 @@ class _Chunk(NamedTuple):
     endpoint: str
     model: str
     api_model: str
+    stage: str
     keys: list[str]
     data: bytes
 
@@ -175,13 +185,28 @@ class BatchRoute:
         self.journal = gateway.journal
         self.lake = lake
         self.settings = settings or BatchSettings()
+        self._claims: asyncio.Task[set[str]] | None = None
 
-    async def complete_all(self, requests: Iterable[ChatRequest], *, stage: str,
+    async def claimed(self) -> set[str]:
+        """Keys held by uncollected records of any endpoint: read from the registry once, then
+        kept up to date by this route."""
+        if self._claims is None:
+            async def load() -> set[str]:
+                records = await self._records(sorted(self.pool.endpoints))
+                return {k for r in records if r.collected_at is None for k in r.custom_ids}
+            self._claims = asyncio.ensure_future(load())
+        return await self._claims
+
+    async def _release(self, record: BatchRecord) -> None:
+        if self._claims is not None:
+            (await self._claims).difference_update(record.custom_ids)
+
+    async def complete_all(self, requests: Iterable[ChatRequest], *,
                            wait_s: float) -> list[ChatResult | Pending]:
         """One outcome per request, in input order (see the module docstring): journal hits at
-        once; the others' batches submitted (or resumed) and polled every `poll_s` for up to
-        `wait_s` seconds. A batch that failed validation raises FatalAPIError after the other
-        finished batches are collected."""
+        once; the others' batches submitted (or resumed) and polled every `poll_s` until all are
+        done or `wait_s` is up, failed lines retried on the way. A batch that failed validation
+        raises FatalAPIError after the other finished batches are collected."""
         if self.gateway.fatal is not None:
             raise self.gateway.fatal
         requests = list(requests)
@@ -191,18 +216,22 @@ class BatchRoute:
         for request, (api_model, params, key) in zip(requests, resolved, strict=True):
             if key not in hits:
                 wanted.setdefault(key, (request, api_model, params))
+        deadline = time.monotonic() + wait_s
         records = await self._open_records(wanted)
-        claimed = {k for record in records for k in record.custom_ids}
-        inputs: dict[str, bytes] = {}
-        for chunk in self._chunks({k: v for k, v in wanted.items() if k not in claimed}, stage):
-            record = await self._register(chunk, stage)
-            if record.name not in {r.name for r in records}:
-                records.append(record)
-                inputs[record.name] = chunk.data
-        await asyncio.gather(*(self._submit(r, inputs.get(r.name)) for r in records))
-        results = await self._settle(records, wait_s)
+        results: dict[str, ChatResult] = {}
+        in_record: dict[str, BatchRecord] = {}
+        for round_no in itertools.count():
+            settled, retry = await self._round(wanted, records, deadline)
+            results.update(settled)
+            in_record.update((k, r) for r in records for k in r.custom_ids)
+            if not retry or round_no == self.settings.max_resubmits or self.settings.retry == "none":
+                break
+            wanted, records = {k: wanted[k] for k in retry}, []
+            if self.settings.retry == "online":
+                again = [request.model_copy(update={"route": "online"}) for request, _, _ in wanted.values()]
+                results.update((r.key, r) for r in await self.gateway.complete_all(again))
+                break
 
-        in_record = {k: r for r in records for k in r.custom_ids}
         outcomes: list[ChatResult | Pending] = []
         returned: set[str] = set()
         for request, (_, _, key) in zip(requests, resolved, strict=True):
@@ -219,43 +248,61 @@ class BatchRoute:
                 returned.add(key)
         return outcomes
 
+    async def _round(self, wanted: _Wanted, records: list[BatchRecord],
+                     deadline: float) -> tuple[dict[str, ChatResult], set[str]]:
+        """Submit the keys of `wanted` that no record of `records` holds, resume those records,
+        and settle them all: the collected results and the keys worth retrying."""
+        claimed = {k for record in records for k in record.custom_ids}
+        inputs: dict[str, bytes] = {}
+        for chunk in self._chunks({k: v for k, v in wanted.items() if k not in claimed}):
+            record = await self._register(chunk)
+            if record.name not in {r.name for r in records}:
+                records.append(record)
+                inputs[record.name] = chunk.data
+        await asyncio.gather(*(self._submit(r, inputs.get(r.name)) for r in records))
+        return await self._settle(records, deadline)
+
     # -- registry -----------------------------------------------------------------------------
     async def _open_records(self, wanted: _Wanted) -> list[BatchRecord]:
         """Uncollected records of the endpoints of `wanted` that hold any of its keys."""
         endpoints = sorted({self.pool.models[r.model].endpoint for r, _, _ in wanted.values()})
+        return [r for r in await self._records(endpoints)
+                if r.collected_at is None and not wanted.keys().isdisjoint(r.custom_ids)]
+
+    async def _records(self, endpoints: list[str]) -> list[BatchRecord]:
         names = await asyncio.gather(*(asyncio.to_thread(self.lake.ls, f"{REGISTRY}/{e}")
                                        for e in endpoints))
         paths = [f"{REGISTRY}/{e}/{n}" for e, found in zip(endpoints, names, strict=True)
                  for n in found if n.endswith(".json")]
         blobs = await asyncio.gather(*(asyncio.to_thread(self.lake.read_bytes, p) for p in paths))
-        records = [BatchRecord.model_validate_json(b) for b in blobs]
-        return [r for r in records if r.collected_at is None and not wanted.keys().isdisjoint(r.custom_ids)]
+        return [BatchRecord.model_validate_json(b) for b in blobs]
 
-    def _chunks(self, fresh: _Wanted, stage: str) -> Iterator[_Chunk]:
-        """Batch files of the unclaimed requests: one model each, in input order, within the
-        settings' limits on lines and bytes."""
+    def _chunks(self, fresh: _Wanted) -> Iterator[_Chunk]:
+        """Batch files of the unclaimed requests: one model and stage each, in input order,
+        within the settings' limits on lines and bytes."""
         limits = self.settings
-        groups: dict[str, list[tuple[str, bytes]]] = {}
+        groups: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
         for key, (request, api_model, params) in fresh.items():
             line = (canonical_json({"custom_id": key, "method": "POST", "url": URL, "body": {
                 "model": api_model, "messages": list(request.messages), **params}}) + "\n").encode()
             if len(line) > limits.max_file_bytes:
-                raise ConfigError(f"stage {stage!r}, endpoint {self.pool.models[request.model].endpoint!r}: "
+                endpoint = self.pool.models[request.model].endpoint
+                raise ConfigError(f"stage {request.stage!r}, endpoint {endpoint!r}: "
                                   f"request {key[:12]} is {len(line):,} bytes as a batch line, more "
                                   f"than max_file_bytes ({limits.max_file_bytes:,})")
-            groups.setdefault(request.model, []).append((key, line))
-        for model, lines in groups.items():
+            groups.setdefault((request.model, request.stage), []).append((key, line))
+        for (model, stage), lines in groups.items():
             endpoint, api_model = self.pool.models[model].endpoint, self.pool.api_model(model)
             start, size = 0, 0
             for i, (_, line) in enumerate(lines):
                 if i > start and (i - start == limits.max_requests
                                   or size + len(line) > limits.max_file_bytes):
-                    yield _chunk(endpoint, model, api_model, lines[start:i])
+                    yield _chunk(endpoint, model, api_model, stage, lines[start:i])
                     start, size = i, 0
                 size += len(line)
-            yield _chunk(endpoint, model, api_model, lines[start:])
+            yield _chunk(endpoint, model, api_model, stage, lines[start:])
 
-    async def _register(self, chunk: _Chunk, stage: str) -> BatchRecord:
+    async def _register(self, chunk: _Chunk) -> BatchRecord:
         """Step 1: the input file, then its record (only if absent). A record of the same file
         that was collected before takes the next generation; an uncollected one is the same work
         registered by a twin, and is returned to be resumed, never submitted twice."""
@@ -263,10 +310,12 @@ class BatchRoute:
         await asyncio.to_thread(self.lake.create_bytes, _input_path(chunk.endpoint, input_key), chunk.data)
         for generation in itertools.count():
             record = BatchRecord(name=f"{input_key}-{generation}", endpoint=chunk.endpoint,
-                                 model=chunk.model, api_model=chunk.api_model, stage=stage,
-                                 custom_ids=chunk.keys, input_key=input_key, created_at=time.time())
+                                 model=chunk.model, api_model=chunk.api_model,
+                                 stage=chunk.stage or "batch", custom_ids=chunk.keys,
+                                 input_key=input_key, created_at=time.time())
             path = _record_path(record)
             if await asyncio.to_thread(self.lake.create_bytes, path, _blob(record)):
+                (await self.claimed()).update(record.custom_ids)
                 return record
             existing = BatchRecord.model_validate_json(await asyncio.to_thread(self.lake.read_bytes, path))
             if existing.collected_at is None:
@@ -303,6 +352,7 @@ class BatchRoute:
                 # released, so that smaller files (a lower max_file_bytes) may carry its keys
                 record.status, record.problem, record.collected_at = "refused", message, time.time()
                 await self._save(record)
+                await self._release(record)
                 raise FatalAPIError(record.endpoint, f"stage {record.stage!r}: batch file {record.name} "
                                     f"({len(data):,} bytes, {len(record.custom_ids)} requests) was "
                                     f"refused as too large: {message} (lower the batch route's "
@@ -343,18 +393,20 @@ class BatchRoute:
         return None
 
     # -- polling and collecting ---------------------------------------------------------------
-    async def _settle(self, records: list[BatchRecord], wait_s: float) -> dict[str, ChatResult]:
-        """Poll until every record is terminal or `wait_s` is up; the outcomes of the lines of
-        those that finished, collected."""
-        deadline = time.monotonic() + wait_s
+    async def _settle(self, records: list[BatchRecord],
+                      deadline: float) -> tuple[dict[str, ChatResult], set[str]]:
+        """Poll until every record is terminal or `deadline` (time.monotonic()) is past; the
+        collected outcomes of the lines of those that finished, and the keys worth retrying."""
         results: dict[str, ChatResult] = {}
+        retry: set[str] = set()
         running = records
         while True:
             await asyncio.gather(*(self._poll(r) for r in running if not r.terminal))
             done = [r for r in running if r.terminal]
-            for collected in await asyncio.gather(*(self._collect(r) for r in done)):
+            for collected, again in await asyncio.gather(*(self._collect(r) for r in done)):
                 results.update(collected)
-            failed = next((r for r in done if r.status == "failed"), None)
+                retry |= again
+            failed = next((r for r in done if r.status == "failed" and not _queue_full(r)), None)
             if failed is not None:
                 raise FatalAPIError(failed.endpoint, f"stage {failed.stage!r}: batch {failed.batch_id} "
                                     f"(file {failed.name}, {len(failed.custom_ids)} requests) failed "
@@ -364,14 +416,25 @@ class BatchRoute:
             if self.gateway.fatal is not None:  # another call stopped the run: stop waiting
                 raise self.gateway.fatal
             if not running or left <= 0:
-                return results
+                return results, retry
             await asyncio.sleep(min(self.settings.poll_s, left, FATAL_CHECK_S))
 
     async def _poll(self, record: BatchRecord) -> None:
         client = self._client(record.endpoint)
+
+        async def fetch() -> Batch | None:
+            try:
+                return await client.batches.retrieve(record.batch_id)
+            except openai.NotFoundError:
+                return None
+
         batch = await self._call(record.endpoint, f"stage {record.stage!r}: polling batch "
-                                 f"{record.batch_id}", lambda: client.batches.retrieve(record.batch_id))
-        if self._observe(record, batch):
+                                 f"{record.batch_id}", fetch)
+        if batch is None:
+            record.status = "lost"
+            record.problem = f"the endpoint no longer knows batch {record.batch_id} (HTTP 404)"
+            await self._save(record)
+        elif self._observe(record, batch):
             await self._save(record)
 
     @staticmethod
@@ -390,9 +453,9 @@ class BatchRoute:
             record.problem = f"{first.code}{where}: {first.message}{more}"
         return record.model_dump() != before
 
-    async def _collect(self, record: BatchRecord) -> dict[str, ChatResult]:
-        """Step 5: one result per line of a finished batch; the answered ones journaled before the
-        record is marked collected."""
+    async def _collect(self, record: BatchRecord) -> tuple[dict[str, ChatResult], set[str]]:
+        """Step 5: one result per line of a finished batch, and the keys of the lines worth
+        another try; the answered ones journaled before the record is marked collected."""
         lines: dict[str, _OutputLine] = {}
         gone: list[str] = []
         for file_id in (record.output_file_id, record.error_file_id):
@@ -407,7 +470,9 @@ class BatchRoute:
             self._count(result)
         record.collected_at = time.time()
         await self._save(record)
-        return results
+        await self._release(record)
+        retry = {k for k in record.custom_ids if not results[k].ok and _passing(lines.get(k))}
+        return results, retry
 
     async def _download(self, record: BatchRecord, file_id: str) -> list[_OutputLine] | None:
         """The lines of an output or error file; None if the endpoint no longer has it."""
@@ -497,8 +562,26 @@ class BatchRoute:
             metrics.COST.labels(result.model).inc(self.pool.cost(result.model, pt, ct, route="batch"))
 
 
-def _chunk(endpoint: str, model: str, api_model: str, lines: list[tuple[str, bytes]]) -> _Chunk:
-    return _Chunk(endpoint, model, api_model, [k for k, _ in lines], b"".join(line for _, line in lines))
+def _chunk(endpoint: str, model: str, api_model: str, stage: str,
+           lines: list[tuple[str, bytes]]) -> _Chunk:
+    return _Chunk(endpoint, model, api_model, stage, [k for k, _ in lines],
+                  b"".join(line for _, line in lines))
+
+
+def _queue_full(record: BatchRecord) -> bool:
+    """Failed for the model's queue of enqueued tokens: the work is fine, the timing was not."""
+    return (record.problem or "").startswith("token_limit_exceeded")
+
+
+def _passing(line: _OutputLine | None) -> bool:
+    """Whether a line that was not answered may be answered by another try: no line at all (a
+    lost batch or output file), a retryable HTTP status, or the expired rest of a batch."""
+    if line is None:
+        return True
+    if line.response is not None:
+        code = line.response.status_code
+        return code != 200 and (code in _RETRY_STATUS or code >= 500)
+    return (line.error or _LineError()).code in _RETRY_CODES
 
 
 def _input_path(endpoint: str, input_key: str) -> str:
@@ -528,10 +611,12 @@ class BatchCollector:
         self._queue: list[tuple[list[ChatRequest], asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
 
-    def configure(self, *, wait_s: float, linger_s: float, poll_s: float) -> None:
+    def configure(self, *, wait_s: float, linger_s: float, poll_s: float, retry: Retry,
+                  max_resubmits: int) -> None:
         """A run's batch settings (the recipe's `batch`)."""
         self.wait_s, self.linger_s = wait_s, linger_s
-        self.route.settings = self.route.settings.model_copy(update={"poll_s": poll_s})
+        self.route.settings = self.route.settings.model_copy(update={
+            "poll_s": poll_s, "retry": retry, "max_resubmits": max_resubmits})
 
     async def complete_all(self, requests: list[ChatRequest]) -> list[ChatResult]:
         future = asyncio.get_running_loop().create_future()
@@ -546,7 +631,7 @@ class BatchCollector:
             await asyncio.sleep(self.linger_s)
             callers, self._queue = self._queue, []
             requests = [r for reqs, _ in callers for r in reqs]
-            outcomes = await self.route.complete_all(requests, stage="batch", wait_s=self.wait_s)
+            outcomes = await self.route.complete_all(requests, wait_s=self.wait_s)
             start = 0
             for reqs, future in callers:
                 part = [self._result(r, o) for r, o in zip(reqs, outcomes[start:start + len(reqs)],

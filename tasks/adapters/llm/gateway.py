@@ -196,17 +196,23 @@ class Gateway:
     async def complete_all(self, requests: Iterable[ChatRequest]) -> list[ChatResult]:
         """All requests concurrently, results in input order, the journal read in one query; a
         fatal error cancels every call in flight. Requests with `route="batch"` go through the
-        batch route (`self.batches`, tasks/adapters/llm/batch.py), the others online."""
+        batch route (`self.batches`, tasks/adapters/llm/batch.py), the others online, but for
+        those whose key an uncollected batch holds (a stage switched to online meanwhile)."""
         if self.fatal is not None:
             raise self.fatal
         requests = list(requests)
         batched = [i for i, r in enumerate(requests) if r.route == "batch"]
+        if self.batches is not None and len(batched) < len(requests):
+            claimed = await self.batches.route.claimed()
+            if claimed:  # paid for in a batch not collected yet: collect it, never pay twice
+                batched = [i for i, r in enumerate(requests)
+                           if r.route == "batch" or self.resolve(r)[2] in claimed]
         if not batched:
             return await self._online_all(requests)
         if self.batches is None:
             raise ConfigError("route batch needs the batch route: build the gateway through "
                               "Resources, which gives it the lake's batch registry")
-        online = [i for i, r in enumerate(requests) if r.route != "batch"]
+        online = sorted(set(range(len(requests))) - set(batched))
         by_batch, by_online = await asyncio.gather(
             self.batches.complete_all([requests[i] for i in batched]),
             self._online_all([requests[i] for i in online]))

@@ -78,14 +78,14 @@ def estimate_run(recipe: UltraFeedbackRecipe, prompts: list[PromptRecord], plan:
                                    it.custom_system_prompt, filler)
                 add("critique", crit.judge_model, estimate_prompt_tokens(list(job.messages)),
                     max_tokens_of(params, 1024))
-    routes = {"generation": recipe.generation.route, "annotation": ann.route,
-              "critique": crit.route}
+    specs = {"generation": recipe.generation, "annotation": ann, "critique": crit}
     out = []
     for (stage, model), (n, tin, tout) in sorted(rows.items()):
         by_route = {r: round(cost(model, tin, tout, r), 4) for r in ("online", "batch")}
-        out.append({"stage": stage, "model": model, "route": routes[stage], "requests": n,
+        route = specs[stage].route_of(model)
+        out.append({"stage": stage, "model": model, "route": route, "requests": n,
                     "input_tokens": tin, "output_tokens": tout,
-                    "cost_usd": by_route[routes[stage]], "online_cost_usd": by_route["online"],
+                    "cost_usd": by_route[route], "online_cost_usd": by_route["online"],
                     "batch_cost_usd": by_route["batch"]})
     return out
 

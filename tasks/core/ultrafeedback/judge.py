@@ -22,7 +22,7 @@ Templates are ours, under `tasks/core/templates/ultrafeedback/` (jinja2, StrictU
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -88,6 +88,7 @@ class JudgeJob(BaseModel):
     judge_model: str
     params: dict[str, Any]
     route: Route = "online"
+    stage: Literal["annotation", "critique"]  # set by each kind of job
 
     @property
     def n_texts(self) -> int | None:
@@ -98,12 +99,13 @@ class JudgeJob(BaseModel):
         """The paid call of attempt `attempt` (0 = first ask, then re-asks)."""
         return ChatRequest(model=self.judge_model, params=self.params, sample_index=attempt,
                            messages=with_reask(self.messages, attempt, self.n_texts),
-                           route=self.route)
+                           route=self.route, stage=self.stage)
 
 
 class AnnotationJob(JudgeJob):
     """One (prompt, aspect) rating call over all of the prompt's completions."""
 
+    stage: Literal["annotation"] = "annotation"
     annotation_id: str
     aspect: str
     completion_ids: list[str]
@@ -121,6 +123,7 @@ class AnnotationJob(JudgeJob):
 class CritiqueJob(JudgeJob):
     """One critique call for one completion."""
 
+    stage: Literal["critique"] = "critique"
     critique_id: str
     completion_id: str
 
@@ -146,7 +149,8 @@ def annotation_job(seed: int, spec: JudgeSpec, aspect: str, prompt: PromptRecord
                       list(messages), spec.judge_model, spec.params)
     return AnnotationJob(annotation_id=key, prompt_id=prompt.prompt_id, aspect=aspect,
                          completion_ids=ids, order=order, messages=messages,
-                         judge_model=spec.judge_model, params=dict(spec.params), route=spec.route)
+                         judge_model=spec.judge_model, params=dict(spec.params),
+                         route=spec.route_of(spec.judge_model))
 
 
 def critique_job(spec: JudgeSpec, prompt: PromptRecord, completion_id: str, principle: str,
@@ -162,7 +166,7 @@ def critique_job(spec: JudgeSpec, prompt: PromptRecord, completion_id: str, prin
                       spec.judge_model, spec.params)
     return CritiqueJob(critique_id=key, completion_id=completion_id, prompt_id=prompt.prompt_id,
                        messages=messages, judge_model=spec.judge_model, params=dict(spec.params),
-                       route=spec.route)
+                       route=spec.route_of(spec.judge_model))
 
 
 def parse_annotation_reply(job: AnnotationJob, text: str | None) -> RatingsParse:

@@ -50,7 +50,7 @@ class PlanItem(BaseModel):
     def request(self, route: Route = "online") -> ChatRequest:
         """The paid call that produces this completion."""
         return ChatRequest(model=self.model, messages=self.messages, params=self.params,
-                           route=route)
+                           route=route, stage="generation")
 
     def lake_row(self) -> dict[str, Any]:
         """The row kept in the `uf_plan` table (messages are derivable, so not stored)."""

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.core.chat import Route
-from tasks.core.pool import Sampling
+from tasks.core.pool import PoolConfig, Sampling
 from tasks.core.ultrafeedback.principles import PRINCIPLES, SOURCES
 
 # The 17 `model` strings of the released data (docs/datasets.md#model-pool, TRL's choices list).
@@ -28,8 +28,10 @@ OVERALL_ASPECT = "overall-rating"
 
 
 ScoreRevision = Literal["fixed", "zephyr"]  # docs/datasets.md#overall-score-fix
-ROUTE_HELP = ("`online` (one request at a time) or `batch` (the endpoint's Batch API, half the "
-              "price, answers within its window; docs/rate-limits.md#batch-api).")
+ROUTE_HELP = ("`online` (one request at a time), `batch` (the endpoint's Batch API, half the "
+              "price, answers within its window; docs/rate-limits.md#batch-api) or `auto` (batch "
+              "where the endpoint serves it and its turnaround is within `batch.max_wait_s`).")
+RouteChoice = Literal["online", "batch", "auto"]
 
 # `id` is optional: the prompt's id in its source dataset, carried through every export
 MAPPABLE_FIELDS = ("instruction", "source", "correct_answers", "incorrect_answers", "id")
@@ -122,16 +124,31 @@ class PlanSpec(_Strict):
         return self
 
 
-class GenerationSpec(_Strict):
+class Routed(_Strict):
+    """How a stage's calls are sent: one route for the stage, overridden per pool model."""
+
+    route: RouteChoice = Field(default="online", description=ROUTE_HELP)
+    model_routes: dict[str, RouteChoice] = Field(
+        default_factory=dict, description="Per pool model, over `route` (e.g. one generator "
+        "on a local vLLM online, the others batched).")
+
+    def route_of(self, model: str) -> Route:
+        """The route of `model`'s calls, once `resolve_routes` has decided every `auto`."""
+        route = self.model_routes.get(model, self.route)
+        if route == "auto":
+            raise ValueError(f"route of {model!r} is still auto: resolve_routes decides it")
+        return route
+
+
+class GenerationSpec(Routed):
     """Completion requests: sampling on top of each pool model's defaults
     (docs/datasets.md#system-prompts: T=1, top_p=1, max_tokens=1024, which the bundled pool
     already sets)."""
 
     params: Sampling = Field(default_factory=dict, description="Overrides of pool sampling.")
-    route: Route = Field(default="online", description=ROUTE_HELP)
 
 
-class JudgeSpec(_Strict):
+class JudgeSpec(Routed):
     """A GPT-4-class judge call: model, sampling, re-asks on unparseable replies, shard size."""
 
     judge_model: str = Field(default="gpt-4-judge", description="Pool model used as the judge.")
@@ -139,7 +156,6 @@ class JudgeSpec(_Strict):
         "temperature": 0, "top_p": 0.6, "max_tokens": 500})
     max_reasks: int = Field(default=3, ge=0, le=10,
                             description="Extra calls after an unparseable reply (original: ≤ 10).")
-    route: Route = Field(default="online", description=ROUTE_HELP)
     shard_size: int = Field(default=128, ge=1, le=5000, description="Judge calls per Prefect task.")
 
 
@@ -184,6 +200,13 @@ class BatchSpec(_Strict):
     linger_s: float = Field(default=2.0, ge=0, description="Batch calls arriving within this "
                             "many seconds of each other share one batch file.")
     poll_s: float = Field(default=30.0, gt=0, description="Seconds between status polls.")
+    retry: Literal["batch", "online", "none"] = Field(
+        default="batch", description="Lines that failed for a passing reason (5xx, 429, the "
+        "expired or lost rest of a batch) are retried in this run: in a new batch, online "
+        "(full price, at once), or not (the next run retries them).")
+    max_resubmits: int = Field(default=2, ge=0, le=10, description="Retry rounds per call.")
+    max_wait_s: float = Field(default=86_400, gt=0, description="`route: auto` batches a model "
+                              "only if its endpoint's batch_turnaround_s is within this.")
 
 
 class UltraFeedbackRecipe(_Strict):
@@ -227,11 +250,54 @@ class UltraFeedbackRecipe(_Strict):
         return self
 
 
-def check_against_pool(recipe: UltraFeedbackRecipe, pool_models: set[str]) -> list[str]:
-    """Problems between the recipe and the pool's model names, each naming the recipe key."""
+def check_against_pool(recipe: UltraFeedbackRecipe, pool: PoolConfig) -> list[str]:
+    """Problems between the recipe and the pool, each naming the recipe key."""
     problems = [f"plan.models: {m!r} is not in the model pool" for m in recipe.plan.models
-                if m not in pool_models]
+                if m not in pool.models]
     for key, spec in (("annotation", recipe.annotation), ("critique", recipe.critique)):
-        if spec.judge_model not in pool_models:
+        if spec.judge_model not in pool.models:
             problems.append(f"{key}.judge_model: {spec.judge_model!r} is not in the model pool")
+    for key, spec in _routed(recipe):
+        for model in spec.model_routes:
+            if model not in pool.models:
+                problems.append(f"{key}.model_routes: {model!r} is not in the model pool")
+        for model in _stage_models(recipe, key):
+            endpoint = pool.models[model].endpoint if model in pool.models else None
+            if (endpoint and spec.model_routes.get(model, spec.route) == "batch"
+                    and not pool.endpoints[endpoint].batch_api):
+                problems.append(f"{key}: route batch for {model!r}, but its endpoint "
+                                f"{endpoint!r} has no Batch API (batch_api: false)")
     return problems
+
+
+def resolve_routes(recipe: UltraFeedbackRecipe, pool: PoolConfig) -> UltraFeedbackRecipe:
+    """The recipe with every stage's route fixed per model: `auto` becomes `batch` where the
+    model's endpoint serves the Batch API with a turnaround within `batch.max_wait_s`, else
+    `online` (an explicit `batch` where there is none is a `check_against_pool` problem)."""
+    def decide(model: str, choice: RouteChoice) -> Route:
+        endpoint = pool.endpoints[pool.models[model].endpoint]
+        if choice != "auto":
+            return choice
+        ok = endpoint.batch_api and endpoint.batch_turnaround_s <= recipe.batch.max_wait_s
+        return "batch" if ok else "online"
+
+    updates = {}
+    for key, spec in _routed(recipe):
+        models = _stage_models(recipe, key)
+        routes = {m: decide(m, spec.model_routes.get(m, spec.route)) for m in models}
+        # stage-level route: the judges' one model, or the generators' common route
+        stage = routes[models[0]] if len(set(routes.values())) == 1 else "online"
+        updates[key] = spec.model_copy(update={"route": stage, "model_routes": {
+            m: r for m, r in routes.items() if r != stage}})
+    return recipe.model_copy(update=updates)
+
+
+def _routed(recipe: UltraFeedbackRecipe) -> list[tuple[str, Routed]]:
+    return [("generation", recipe.generation), ("annotation", recipe.annotation),
+            ("critique", recipe.critique)]
+
+
+def _stage_models(recipe: UltraFeedbackRecipe, stage: str) -> list[str]:
+    if stage == "generation":
+        return list(recipe.plan.models)
+    return [(recipe.annotation if stage == "annotation" else recipe.critique).judge_model]
