@@ -12,6 +12,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import openai
 import pytest
 
 from tasks.adapters.errors import ConfigError, FatalAPIError
@@ -397,3 +398,28 @@ def test_a_batch_refused_for_the_enqueued_token_queue_is_resubmitted_once_the_qu
     assert stats["custom_id_repeats"] == 0  # a failed validation answers no line
     failed = [r for r in records(tmp_path) if r.status == "failed"]
     assert len(failed) == 1 and failed[0].problem.startswith("token_limit_exceeded")
+
+
+def test_a_missing_output_file_is_an_error_naming_batch_stage_and_file_and_its_lines_are_retried(
+        make_simulator, tmp_path):
+    sim = make_simulator(overrides=FAST)
+    landed = complete(make_route(sim, tmp_path), requests(2, "landed"))  # earlier answers
+    reqs = requests(3)
+    assert all(isinstance(p, Pending) for p in complete(make_route(sim, tmp_path), reqs, wait_s=0))
+    client = openai.OpenAI(base_url=sim.base_url, api_key="sk-test")
+    [record] = [r for r in records(tmp_path) if not r.collected_at]
+    deadline = time.monotonic() + 10
+    while (batch := client.batches.retrieve(record.batch_id)).status != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    client.files.delete(batch.output_file_id)  # gone before anyone collected it
+
+    results = complete(make_route(sim, tmp_path), reqs)  # retry "none": the errors come back
+    assert all(not r.ok for r in results)
+    assert all(f"batch {record.batch_id} (completed, stage 'judge')" in r.error
+               and f"file {batch.output_file_id} not found" in r.error for r in results)
+    again = complete(make_route(sim, tmp_path), requests(2, "landed"))
+    assert all(r.from_journal for r in again) and answers(again) == answers(landed)  # none lost
+
+    retried = complete(make_route(sim, tmp_path, BatchSettings(poll_s=0.02)), reqs)
+    assert all(r.ok for r in retried) and sim.stats()["batch"]["batches_created"] == 3
