@@ -130,3 +130,26 @@ def test_sigkill_after_the_batches_are_submitted_then_rerun_submits_nothing_twic
     after = sim.stats()["batch"]
     assert after["batches_created"] == 2 and after["custom_id_repeats"] == 0
     assert after["custom_ids"] == stats["custom_ids"]  # every line was in the first run's batches
+
+
+def test_failed_lines_and_an_expired_batch_are_retried_online_and_nothing_answered_is_repaid(
+        prefect_api, make_simulator, monkeypatch, tmp_path):
+    # retried online: with `expire_after_fraction` every batch of the simulator expires, so a
+    # one-line remainder would never be answered by another batch
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 6)
+    recipe = write_recipe(tmp_path, [{"name": "f", "path": str(prompts)}], shard_prompts=6)
+    sim = make_simulator("unlimited", seed=8, overrides={
+        **WINDOW, "batch.line_failure_rate": 0.25, "batch.expire_after_fraction": 0.7})
+    out = run(monkeypatch, settings_in(tmp_path / "data"), sim, recipe, *JUDGES_BATCHED,
+              "batch.retry=online")
+    counts = out["counts"]
+    assert counts["pending_calls"] == 0 and counts["aspect_ratings"] > 0
+    assert counts["annotation_calls_failed"] == counts["critique_calls_failed"] == 0
+    stats = sim.stats()["batch"]
+    assert stats["by_status"]["expired"] >= 1 and stats["lines"]["failed"] > 0
+    judged = [u for u in out["usage"] if u["stage"] in ("annotation", "critique")]
+    online = sum(u["requests"] for u in judged if u["route"] == "online")
+    # each judge call was in a batch; those the batch did not answer were paid online once
+    assert online > 0 and stats["lines"]["completed"] + online == stats["custom_ids"]
+    batch_tokens = sum(u["completion_tokens"] for u in judged if u["route"] == "batch")
+    assert batch_tokens == stats["tokens"]["completion_tokens"]
