@@ -423,3 +423,35 @@ def test_a_missing_output_file_is_an_error_naming_batch_stage_and_file_and_its_l
 
     retried = complete(make_route(sim, tmp_path, BatchSettings(poll_s=0.02)), reqs)
     assert all(r.ok for r in retried) and sim.stats()["batch"]["batches_created"] == 3
+
+
+def test_collector_rounds_overlap_and_a_key_two_rounds_share_is_submitted_and_billed_once(
+        make_simulator, tmp_path):
+    # a batch takes about 1.3 s: its lines are answered over 60% of a 2 s window
+    sim = make_simulator(overrides=FAST | {"batch.window_s": 2, "batch.progress": 0.6})
+    route = make_route(sim, tmp_path)
+    collector = BatchCollector(route)
+    collector.configure(wait_s=20, linger_s=0.05, poll_s=0.02, retry="none", max_resubmits=0)
+    first, second = requests(3, "a"), requests(2, "b") + requests(1, "a")  # "a 0" in both
+
+    async def go():
+        try:
+            one = asyncio.create_task(collector.complete_all(first))
+            await asyncio.sleep(0.3)  # the first round's batch is running by now
+            two = asyncio.create_task(collector.complete_all(second))
+            started = time.monotonic()
+            while sim.stats()["batch"]["batches_created"] < 2:
+                await asyncio.sleep(0.02)
+            submitted_after = time.monotonic() - started
+            return await one, await two, submitted_after
+        finally:
+            await route.gateway.aclose()
+    one, two, submitted_after = asyncio.run(go())
+    assert submitted_after < 0.5  # the second round did not wait for the first batch to finish
+    assert all(r.ok for r in one + two)
+    stats = sim.stats()["batch"]
+    assert stats["batches_created"] == 2 and stats["custom_id_repeats"] == 0
+    assert stats["custom_ids"] == 5
+    shared = [r for r in one + two if r.key == one[0].key]
+    assert len(shared) == 2 and sum(not r.from_journal for r in shared) == 1  # billed once
+    assert shared[0].text == shared[1].text

@@ -28,8 +28,10 @@ no batch id it looks among the endpoint's batches for one of that input file and
 creates one only if there is none; with a batch id it polls (a batch the endpoint no longer knows,
 HTTP 404, is `lost`: its lines are retried); terminal but not collected, it collects again
 (journal writes are idempotent). Keys of an uncollected record never go into another batch, nor
-online (`claimed`: the gateway sends such calls here whatever their stage's route). One process
-works a given set of keys at a time (the engine's shard leases).
+online (`claimed`: the gateway sends such calls here whatever their stage's route). Calls of one
+process may overlap: a key another call is working on is awaited, not submitted, and a record
+both touch is one instance, collected once. Across processes the engine's shard leases keep
+the keys apart.
 """
 
 from __future__ import annotations
@@ -186,6 +188,9 @@ class BatchRoute:
         self.lake = lake
         self.settings = settings or BatchSettings()
         self._claims: asyncio.Task[set[str]] | None = None
+        self._working: dict[str, asyncio.Future[ChatResult | Pending]] = {}  # key → its outcome
+        self._known: dict[str, BatchRecord] = {}  # name → the record, as this process has it
+        self._collections: dict[str, asyncio.Future[tuple[dict[str, ChatResult], set[str]]]] = {}
 
     async def claimed(self) -> set[str]:
         """Keys held by uncollected records of any endpoint: read from the registry once, then
@@ -216,12 +221,56 @@ class BatchRoute:
         for request, (api_model, params, key) in zip(requests, resolved, strict=True):
             if key not in hits:
                 wanted.setdefault(key, (request, api_model, params))
+        # keys another call of this process is working on: take its outcome, never submit again
+        elsewhere = {k: self._working[k] for k in wanted if k in self._working}
+        wanted = {k: v for k, v in wanted.items() if k not in elsewhere}
+        loop = asyncio.get_running_loop()
+        mine = {k: loop.create_future() for k in wanted}
+        self._working.update(mine)
+        try:
+            results, in_record = await self._work(wanted, wait_s)
+        except BaseException as exc:
+            for future in mine.values():
+                future.set_exception(exc)
+                future.exception()  # retrieved: a call that needed none of them is not told
+            raise
+        finally:
+            for key in mine:
+                del self._working[key]
+        own: dict[str, ChatResult | Pending] = {}
+        for key, future in mine.items():
+            r = in_record[key]
+            own[key] = results.get(key) or Pending(key=key, model=r.model, endpoint=r.endpoint,
+                                                   record=r.name, batch_id=r.batch_id, status=r.status)
+            future.set_result(own[key])
+        theirs = dict(zip(elsewhere, await asyncio.gather(*elsewhere.values()), strict=True))
+
+        outcomes: list[ChatResult | Pending] = []
+        returned: set[str] = set()
+        for request, (_, _, key) in zip(requests, resolved, strict=True):
+            result = hits.get(key) or own.get(key) or theirs[key]
+            if isinstance(result, Pending):
+                outcomes.append(result)
+            elif key in hits or key in theirs or (key in returned and result.ok):
+                # a repeat, or another call's answer (that call bills it): a replay here
+                metrics.CALLS.labels(request.model, result.endpoint, "journal").inc()
+                outcomes.append(result.model_copy(update={"from_journal": True}))
+            else:
+                outcomes.append(result)
+                returned.add(key)
+        return outcomes
+
+    async def _work(self, wanted: _Wanted,
+                    wait_s: float) -> tuple[dict[str, ChatResult], dict[str, BatchRecord]]:
+        """Rounds of submitting, settling and retrying `wanted`: the results, and the record
+        each key was last in."""
         deadline = time.monotonic() + wait_s
         records = await self._open_records(wanted)
         results: dict[str, ChatResult] = {}
         in_record: dict[str, BatchRecord] = {}
         for round_no in itertools.count():
             settled, retry = await self._round(wanted, records, deadline)
+            retry &= wanted.keys()  # a record of an earlier run may hold other calls' keys
             results.update(settled)
             in_record.update((k, r) for r in records for k in r.custom_ids)
             if not retry or round_no == self.settings.max_resubmits or self.settings.retry == "none":
@@ -231,22 +280,7 @@ class BatchRoute:
                 again = [request.model_copy(update={"route": "online"}) for request, _, _ in wanted.values()]
                 results.update((r.key, r) for r in await self.gateway.complete_all(again))
                 break
-
-        outcomes: list[ChatResult | Pending] = []
-        returned: set[str] = set()
-        for request, (_, _, key) in zip(requests, resolved, strict=True):
-            result = hits.get(key) or results.get(key)
-            if result is None:
-                r = in_record[key]
-                outcomes.append(Pending(key=key, model=r.model, endpoint=r.endpoint, record=r.name,
-                                        batch_id=r.batch_id, status=r.status))
-            elif key in hits or (key in returned and result.ok):  # a repeat here is a replay, too
-                metrics.CALLS.labels(request.model, result.endpoint, "journal").inc()
-                outcomes.append(result.model_copy(update={"from_journal": True}))
-            else:
-                outcomes.append(result)
-                returned.add(key)
-        return outcomes
+        return results, in_record
 
     async def _round(self, wanted: _Wanted, records: list[BatchRecord],
                      deadline: float) -> tuple[dict[str, ChatResult], set[str]]:
@@ -275,7 +309,11 @@ class BatchRoute:
         paths = [f"{REGISTRY}/{e}/{n}" for e, found in zip(endpoints, names, strict=True)
                  for n in found if n.endswith(".json")]
         blobs = await asyncio.gather(*(asyncio.to_thread(self.lake.read_bytes, p) for p in paths))
-        return [BatchRecord.model_validate_json(b) for b in blobs]
+        return [self._shared(BatchRecord.model_validate_json(b)) for b in blobs]
+
+    def _shared(self, record: BatchRecord) -> BatchRecord:
+        """The process's one instance of a record, so that overlapping calls see one state."""
+        return self._known.setdefault(record.name, record)
 
     def _chunks(self, fresh: _Wanted) -> Iterator[_Chunk]:
         """Batch files of the unclaimed requests: one model and stage each, in input order,
@@ -316,8 +354,9 @@ class BatchRoute:
             path = _record_path(record)
             if await asyncio.to_thread(self.lake.create_bytes, path, _blob(record)):
                 (await self.claimed()).update(record.custom_ids)
-                return record
-            existing = BatchRecord.model_validate_json(await asyncio.to_thread(self.lake.read_bytes, path))
+                return self._shared(record)
+            existing = self._shared(BatchRecord.model_validate_json(
+                await asyncio.to_thread(self.lake.read_bytes, path)))
             if existing.collected_at is None:
                 return existing
 
@@ -454,8 +493,15 @@ class BatchRoute:
         return record.model_dump() != before
 
     async def _collect(self, record: BatchRecord) -> tuple[dict[str, ChatResult], set[str]]:
-        """Step 5: one result per line of a finished batch, and the keys of the lines worth
-        another try; the answered ones journaled before the record is marked collected."""
+        """Step 5, once per record in this process (overlapping calls whose keys share a
+        record, written by an earlier run, share its collection)."""
+        if record.name not in self._collections:
+            self._collections[record.name] = asyncio.ensure_future(self._collect_once(record))
+        return await asyncio.shield(self._collections[record.name])
+
+    async def _collect_once(self, record: BatchRecord) -> tuple[dict[str, ChatResult], set[str]]:
+        """One result per line of a finished batch, and the keys of the lines worth another
+        try; the answered ones journaled before the record is marked collected."""
         lines: dict[str, _OutputLine] = {}
         gone: list[str] = []
         for file_id in (record.output_file_id, record.error_file_id):
@@ -601,15 +647,17 @@ FATAL_CHECK_S = 1.0  # how often a waiting round looks whether the run was stopp
 
 class BatchCollector:
     """The gateway's way to the batch route: calls that arrive within `linger_s` of each other
-    (a block's prompt pipelines, say) go to the route together and so share batch files. Each
-    caller gets ChatResults; a call whose batch is still running after `wait_s` comes back with
-    `pending` set to its batch id, neither paid nor failed."""
+    (a block's prompt pipelines, say) go to the route together as one round and so share batch
+    files; rounds overlap, so calls arriving while earlier batches run are submitted at once.
+    Each caller gets ChatResults; a call whose batch is still running after `wait_s` comes back
+    with `pending` set to its batch id, neither paid nor failed."""
 
     def __init__(self, route: BatchRoute):
         self.route = route
         self.wait_s, self.linger_s = 3600.0, 2.0
         self._queue: list[tuple[list[ChatRequest], asyncio.Future]] = []
-        self._flusher: asyncio.Task | None = None
+        self._gathering: asyncio.Task | None = None  # the round still taking calls
+        self._rounds: set[asyncio.Task] = set()
 
     def configure(self, *, wait_s: float, linger_s: float, poll_s: float, retry: Retry,
                   max_resubmits: int) -> None:
@@ -621,15 +669,18 @@ class BatchCollector:
     async def complete_all(self, requests: list[ChatRequest]) -> list[ChatResult]:
         future = asyncio.get_running_loop().create_future()
         self._queue.append((requests, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        if self._gathering is None:
+            self._gathering = asyncio.create_task(self._round())
+            self._rounds.add(self._gathering)
+            self._gathering.add_done_callback(self._rounds.discard)
         return await future
 
-    async def _flush(self) -> None:
+    async def _round(self) -> None:
         callers: list[tuple[list[ChatRequest], asyncio.Future]] = []
         try:
             await asyncio.sleep(self.linger_s)
-            callers, self._queue = self._queue, []
+            # later calls start the next round, which runs beside this one
+            callers, self._queue, self._gathering = self._queue, [], None
             requests = [r for reqs, _ in callers for r in reqs]
             outcomes = await self.route.complete_all(requests, wait_s=self.wait_s)
             start = 0
@@ -640,15 +691,15 @@ class BatchCollector:
                     future.set_result(part)
                 start += len(reqs)
         except BaseException as exc:  # no caller is left waiting: each sees the error
+            if not callers:  # stopped while gathering: its callers are the queue
+                callers, self._queue, self._gathering = self._queue, [], None
             if isinstance(exc, FatalAPIError):
                 self.route.gateway.abort(exc)  # the online calls of other shards stop too
-            for _, future in callers or self._queue:
+            for _, future in callers:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
-        if self._queue:  # arrived while this round ran: the next round
-            self._flusher = asyncio.create_task(self._flush())
 
     def _result(self, request: ChatRequest, outcome: ChatResult | Pending) -> ChatResult:
         """The caller's result, under the caller's pool model (models may share an API model)."""
