@@ -28,3 +28,4 @@ bench: install
 	$(BIN)/python benchmarks/factory_throughput.py
 	$(BIN)/python benchmarks/stage_overlap.py
 	$(BIN)/python benchmarks/binarize_scale.py
+	$(BIN)/python benchmarks/batch_route.py
