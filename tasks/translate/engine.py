@@ -1,0 +1,69 @@
+"""Texts translated through the gateway, chunk by chunk, checked, retranslated up to
+`max_retranslations` times, then flagged (docs/translation.md).
+
+Each unique chunk is one request: the journal answers repeats and reruns without a call, and
+the gateway paces, retries and (route `batch`) batches the calls like every other stage's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pydantic import BaseModel, Field
+
+from tasks.adapters.llm.gateway import Gateway
+from tasks.core.chat import ChatResult
+from tasks.core.translate.checks import check
+from tasks.core.translate.spans import Masked
+from tasks.core.translate.work import ChunkOutcome, TextOutcome, TranslationSpec, assemble, plan_text
+
+
+class TranslationRun(BaseModel):
+    """What a batch of texts cost and found: chunks, unique ones, retranslations, flags."""
+
+    texts: int = 0
+    chunks: int = 0
+    unique_chunks: int = 0
+    retranslations: int = 0
+    flagged_chunks: int = 0
+    flags: dict[str, int] = Field(default_factory=dict, description="Flagged chunks by reason.")
+    results: list[ChatResult] = Field(default_factory=list, description="Every call's result.")
+
+
+async def translate_texts(gateway: Gateway, spec: TranslationSpec,
+                          texts: list[str]) -> tuple[list[TextOutcome], TranslationRun]:
+    """One outcome per text, in order, and the run's counts."""
+    plans = [plan_text(t, spec) for t in texts]
+    unique: dict[str, Masked] = {}
+    for plan in plans:
+        for chunk in plan.chunks:
+            unique.setdefault(chunk.text, chunk)
+    run = TranslationRun(texts=len(texts), chunks=sum(len(p.chunks) for p in plans),
+                         unique_chunks=len(unique))
+    outcomes: dict[str, ChunkOutcome] = {}
+    todo = list(unique)
+    for attempt in range(spec.max_retranslations + 1):
+        if not todo:
+            break
+        run.retranslations += len(todo) if attempt else 0
+        results = await gateway.complete_all([spec.request(unique[t], attempt) for t in todo])
+        run.results.extend(results)
+        again = []
+        for text, result in zip(todo, results, strict=True):
+            if result.pending:
+                outcomes[text] = ChunkOutcome(text=None, flags={"pending": result.pending},
+                                              attempts=attempt + 1)
+            elif not result.ok:
+                outcomes[text] = ChunkOutcome(text=None, flags={"failed": result.error or ""},
+                                              attempts=attempt + 1)
+            else:
+                found = check(unique[text], result.text, result.finish_reason, spec.lang, spec.checks)
+                outcomes[text] = ChunkOutcome(text=result.text, flags=dict(found.details),
+                                              attempts=attempt + 1)
+                if not found.ok:
+                    again.append(text)
+        todo = again
+    flagged = [o for o in outcomes.values() if o.flags]
+    run.flagged_chunks = len(flagged)
+    run.flags = dict(sorted(Counter(r for o in flagged for r in o.flags).items()))
+    return [assemble(plan, outcomes) for plan in plans], run
