@@ -19,8 +19,9 @@ def _load_error(tmp_path, text: str) -> str:
 
 def test_bundled_pool_loads():
     pool = PoolConfig.load(RECIPES_DIR / "pool.yaml")
-    assert len(pool.models) == 18
+    assert len(pool.models) == 19  # the 17 UltraFeedback models, the judge, the translator
     assert pool.api_model("gpt-4-judge") == "gpt-4"
+    assert pool.api_model("gpt-4-translator") == "gpt-4o"
     assert pool.limits("gpt-4").rpm == 5000
 
 
