@@ -79,6 +79,21 @@ class Faults(_Strict):
     malformed: float = Rate
     length: float = Rate
     role_leak: float = Rate
+    # Translation twists, per choice of a translate reply. One uniform draw picks at most one of
+    # them (in this order), so each rate is exact while they sum to at most 1.
+    untranslated: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Translations: the reply is the source text unchanged."
+    )
+    broken_code: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Translations with code (a placeholder ⟦n⟧ or a fenced block; others are spared): "
+                    "one placeholder dropped, unclosed or re-bracketed; without placeholders, a fence "
+                    "line dropped or a code line replaced by Japanese.",
+    )
+    commentary: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Translations: a preamble paragraph before the text, a （注：…） note after it, or both.",
+    )
     hang_s: float = Field(default=30.0, ge=0)
     retry_after_s: float = Field(default=1.0, ge=0, description="retry-after of injected 429s.")
 

@@ -10,7 +10,14 @@ from infra.simulator.prose import Writer, bank, content_words, topics
 from infra.simulator.routes import Ask
 from infra.simulator.tokens import PROSE_CHARS_PER_TOKEN
 
-_MARKER = re.compile(r"^\s*(?:#+\s+|[-*]\s+|\d+[.)]\s+)?")
+# A line's Markdown prefix, kept by a translation: indent, blockquotes, then a heading, bullet
+# or number marker.
+_MARKER = re.compile(r"^\s*(?:>\s*)*(?:#+\s+|[-*+]\s+|\d+[.)]\s+)?")
+_FENCE = re.compile(r"^\s*```", re.M)
+_PLACEHOLDER = re.compile(r"⟦(\d+)⟧")  # a span the client masked, to be copied exactly once
+# Copied verbatim inside a line: placeholders, inline code (unmasked sources) and table pipes.
+_VERBATIM = re.compile(r"(⟦\d+⟧|`[^`\n]+`|(?<!\\)\|)")
+_LETTER = re.compile(r"[^\W\d_]")  # prose to translate has a letter (of any script)
 
 
 def answer(ask: Ask) -> str:
@@ -51,21 +58,70 @@ def user_turn(ask: Ask) -> str:
 
 
 def translate(ask: Ask) -> str:
-    """Japanese of similar length, line by line; code blocks and rating lines kept verbatim."""
-    japanese = bank("japanese")
+    """Japanese of about `length_ratio` the source's length, line by line, in the source's Markdown
+    shape: line markers (`#`, `-`/`*`/`+`, `1.`/`1)`, `>`) and table pipes stay, so do blank lines,
+    fenced code blocks, keep_lines, lines without letters (`|---|`, placeholder lines) and every
+    placeholder `⟦n⟧` or inline code span, with the prose around it translated. A twist drawn by
+    faults.draw_twist replaces (untranslated) or damages (broken_code, commentary) the reply."""
+    japanese, source = bank("japanese"), _source_text(ask)
+    if ask.twist == "untranslated":
+        return source
     keep = re.compile(japanese["keep_lines"])
     w = Writer(ask.rng, "japanese")
     out, fenced = [], False
-    for line in _source_text(ask).split("\n"):
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        if fenced or line.lstrip().startswith("```") or not line.strip() or keep.match(line):
+    for line in source.split("\n"):
+        fence = bool(_FENCE.match(line))
+        fenced ^= fence
+        if fenced or fence or keep.match(line):
             out.append(line)
             continue
         marker = _MARKER.match(line).group()
-        body_chars = round((len(line) - len(marker)) * japanese["length_ratio"])
-        out.append(marker + w.sentences(body_chars))
-    return "\n".join(out)
+        pieces = _VERBATIM.split(line[len(marker) :])  # prose, kept span, prose, ...
+        out.append(marker + "".join(
+            p if i % 2 or not _LETTER.search(p) else _japanese(w, p, japanese["length_ratio"])
+            for i, p in enumerate(pieces)
+        ))
+    text = "\n".join(out)
+    if ask.twist == "broken_code":
+        return _break_code(w, text)
+    if ask.twist == "commentary":
+        pre, note = w.pick(japanese["preambles"]), w.pick(japanese["notes"])
+        return w.rng.choice([f"{pre}\n\n{text}", f"{text}\n\n{note}", f"{pre}\n\n{text}\n\n{note}"])
+    return text
+
+
+def has_code(ask: Ask) -> bool:
+    """Whether a translation's source has code a translator could break: a placeholder or a fence."""
+    source = _source_text(ask)
+    return bool(_PLACEHOLDER.search(source) or _FENCE.search(source))
+
+
+def _japanese(w: Writer, prose: str, ratio: float) -> str:
+    """Japanese for one run of prose, its surrounding whitespace kept: sentences, or a short phrase
+    for runs too short for one (headings, table cells, words between placeholders)."""
+    lead, core, trail = re.fullmatch(r"(\s*)(.*?)(\s*)", prose, re.S).groups()
+    chars = round(len(core) * ratio)
+    japanese = w.sentences(chars) if chars >= 20 else w.pick(w.words["phrases"])
+    return lead + japanese + trail
+
+
+def _break_code(w: Writer, text: str) -> str:
+    """One placeholder dropped, left unclosed (`⟦2`) or re-bracketed (`【2】`); with none, one fence
+    line of a raw code block dropped or (half the time, if the first block has lines) one of its
+    lines replaced by Japanese, as if the code had been translated."""
+    spots = list(_PLACEHOLDER.finditer(text))
+    if spots:
+        spot = w.rng.choice(spots)
+        broken = w.rng.choice(["", f"⟦{spot[1]}", f"【{spot[1]}】"])
+        return text[: spot.start()] + broken + text[spot.end() :]
+    lines = text.split("\n")
+    fences = [i for i, line in enumerate(lines) if _FENCE.match(line)]
+    code = range(fences[0] + 1, fences[1]) if len(fences) > 1 else range(0)
+    if code and w.rng.random() < 0.5:
+        lines[w.rng.choice(code)] = w.sentences(1)
+    else:
+        del lines[w.rng.choice(fences)]
+    return "\n".join(lines)
 
 
 def numbered_list(ask: Ask) -> str:

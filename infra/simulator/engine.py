@@ -13,6 +13,7 @@ import json
 import random
 import time
 import uuid
+from dataclasses import replace
 
 from infra.simulator import errors
 from infra.simulator.config import SimConfig
@@ -128,38 +129,40 @@ class Simulator:
     ) -> dict:
         """Generate the choices, wait out the latency, account, and build the completion."""
         cfg = self.config
-        choices, seen, kind = self.generate(req, key, attempt)
+        choices, content_faults, kind = self.generate(req, key, attempt)
         sizes = [count_tokens(c["message"]["content"]) for c in choices]
         await self.scheduler.serve(max(sizes), rng_for(cfg.seed, key, attempt, "latency"))
 
         completion_tokens = sum(sizes)
         if not fault:  # a hung request was counted when it hung
-            outcome = next((o for o in ("malformed", "role_leak", "length") if o in seen), "ok")
-            self.stats.answered(outcome, body_id, req.model, kind, req.prompt_tokens, completion_tokens)
+            self.stats.answered(
+                body_id, req.model, kind, content_faults, req.prompt_tokens, completion_tokens
+            )
             self.spent_tokens += req.prompt_tokens + completion_tokens
             if cfg.limits.true_up:
                 self.limiter.refund(req.model, req.reserved - completion_tokens)
         return self.completion(req, key, attempt, choices, completion_tokens)
 
-    def generate(self, req: ChatRequest, key: str, attempt: int) -> tuple[list[dict], set, str]:
-        """The choices of one attempt at a body, the content faults and finish reasons seen, and
-        the route kind: a pure function of (seed, body, attempt), shared with batch lines so a
-        batched request reads like an online one."""
+    def generate(self, req: ChatRequest, key: str, attempt: int) -> tuple[list[dict], list[str], str]:
+        """The choices of one attempt at a body, their content faults (each choice's twist and
+        "length" for a cut one) and the route kind: a pure function of (seed, body, attempt),
+        shared with batch lines so a batched request reads like an online one."""
         cfg = self.config
         prompt = Prompt.of(req.messages)
         route, match = classify(prompt)
         budget = min(req.max_tokens or cfg.content.max_tokens, cfg.content.max_tokens)
-        choices, seen = [], set()
+        choices, faults = [], []
         for i in range(req.n):
             twist_rng = rng_for(cfg.seed, key, attempt, "twist", i)
-            twist = draw_twist(cfg.faults, twist_rng, route.kind)
-            content_rng = rng_for(cfg.seed, key, "content", i)
-            text = compose(Ask(prompt, route, match, content_rng, budget, cfg.content, twist))
+            content_rng = rng_for(cfg.seed, key, "content", i)  # not the attempt: retries read alike
+            ask = Ask(prompt, route, match, content_rng, budget, cfg.content)
+            twist = draw_twist(cfg.faults, twist_rng, ask)  # may depend on the ask's text
+            text = compose(replace(ask, twist=twist))
             forced = twist_rng.random() < cfg.faults.length
             text, finish = _truncated(text, req.max_tokens, forced)
-            seen.update((twist, finish))
+            faults += [f for f in (twist, finish) if f and f != "stop"]
             choices.append(_choice(i, text, finish))
-        return choices, seen, route.kind
+        return choices, faults, route.kind
 
     def completion(
         self, req: ChatRequest, key: str, attempt: int, choices: list[dict], completion_tokens: int

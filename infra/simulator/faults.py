@@ -2,6 +2,11 @@
 
 Draws come from (seed, body hash, attempt number of that body), never from arrival order, so a
 retried request can succeed and a whole run replays the same way.
+
+A client that rejects a translation and asks again gets a fresh twist draw either way: resending
+the same body is its next attempt (same text, since content depends on seed and body only, but a
+new draw), and changing the body (its `seed` or `temperature` field) changes the body hash (new
+text and a new draw from attempt 0).
 """
 
 from __future__ import annotations
@@ -10,7 +15,11 @@ import hashlib
 import random
 
 from infra.simulator.config import Faults
+from infra.simulator.content import has_code
 from infra.simulator.grading import MALFORMABLE
+from infra.simulator.routes import Ask
+
+TRANSLATION_TWISTS = ("untranslated", "broken_code", "commentary")  # drawn in this order
 
 
 def rng_for(*parts: object) -> random.Random:
@@ -36,10 +45,20 @@ def draw_fault(faults: Faults, rng: random.Random) -> str | None:
     return None
 
 
-def draw_twist(faults: Faults, rng: random.Random, kind: str) -> str | None:
-    """A content fault for one choice: "malformed" (judge, critique), "role_leak" (user turns)."""
+def draw_twist(faults: Faults, rng: random.Random, ask: Ask) -> str | None:
+    """A content fault for one choice: "malformed" (judge, critique), "role_leak" (user turns),
+    "untranslated", "broken_code" or "commentary" (translations; broken_code only when there is
+    code to break, so every drawn twist does damage)."""
+    kind = ask.route.kind
     if kind in MALFORMABLE and rng.random() < faults.malformed:
         return "malformed"
     if kind == "user_turn" and rng.random() < faults.role_leak:
         return "role_leak"
+    if kind == "translate":
+        u = rng.random()
+        for twist in TRANSLATION_TWISTS:
+            rate = getattr(faults, twist)
+            if u < rate:
+                return None if twist == "broken_code" and not has_code(ask) else twist
+            u -= rate
     return None

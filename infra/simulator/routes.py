@@ -73,7 +73,7 @@ class Ask:
     rng: random.Random
     budget: int  # most tokens free-form prose may use
     content: Content
-    twist: str | None = None  # a content fault: "malformed" or "role_leak"
+    twist: str | None = None  # a content fault: "malformed", "role_leak" or a translation fault (faults.py)
 
 
 @cache

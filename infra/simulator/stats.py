@@ -1,4 +1,5 @@
-"""Counters behind GET /stats: outcomes, repeated paid calls, tokens per model, replies per kind."""
+"""Counters behind GET /stats: outcomes, repeated paid calls, tokens per model, replies per kind,
+content faults per choice."""
 
 from __future__ import annotations
 
@@ -17,19 +18,26 @@ OUTCOMES = (
     "malformed",
     "length",
     "role_leak",
+    "untranslated",
+    "broken_code",
+    "commentary",
     "bad_request",
 )
+# Content faults of one choice, in the order that picks a 200's outcome: twists, then a cut.
+CONTENT_FAULTS = ("malformed", "role_leak", "untranslated", "broken_code", "commentary", "length")
 
 
 class Stats:
     """Every request gets exactly one outcome, so `by_outcome` sums to `requests`.
 
-    A 200 response has outcome "ok", "malformed", "length" or "role_leak"; `by_model[m]["ok"]`
-    and `by_kind` count all of them. "queue_full" is a 503 for a request that found every slot
-    busy and `max_waiting` requests waiting ("error_503" is an injected fault). `ok_repeats`
-    counts 200s for a body that already had one: the proof that no paid call was made twice. A
-    hung request is counted as "hang" when it hangs; its late answer (the client has normally
-    given up by then) is not counted again.
+    A 200 response has outcome "ok" or its first content fault in CONTENT_FAULTS' order (twists
+    before "length", a cut by max_tokens or the `length` fault); `by_model[m]["ok"]` and `by_kind`
+    (replies per route kind: "translate", "judge", ...) count all of them. `by_twist` counts
+    content faults per choice, so an n=3 reply with two commentaries adds 2 to "commentary".
+    "queue_full" is a 503 for a request that found every slot busy and `max_waiting` requests
+    waiting ("error_503" is an injected fault). `ok_repeats` counts 200s for a body that already
+    had one: the proof that no paid call was made twice. A hung request is counted as "hang" when
+    it hangs; its late answer (the client has normally given up by then) is not counted again.
     """
 
     def __init__(self) -> None:
@@ -38,6 +46,7 @@ class Stats:
         self.ok_repeats = 0
         self.by_model: dict[str, dict[str, int]] = {}
         self.by_kind: dict[str, int] = {}
+        self.by_twist = dict.fromkeys(CONTENT_FAULTS, 0)
         self._oks: dict[int, int] = {}  # 200s per body id
 
     def count(self, outcome: str) -> None:
@@ -46,10 +55,13 @@ class Stats:
         self.by_outcome[outcome] += 1
 
     def answered(
-        self, outcome: str, body_id: int, model: str, kind: str, prompt_tokens: int, completion_tokens: int
+        self, body_id: int, model: str, kind: str, faults: list[str],
+        prompt_tokens: int, completion_tokens: int,
     ) -> None:
-        """One request that got a 200."""
-        self.count(outcome)
+        """One request that got a 200, with the content faults of its choices."""
+        self.count(next((f for f in CONTENT_FAULTS if f in faults), "ok"))
+        for fault in faults:
+            self.by_twist[fault] += 1
         seen = self._oks.get(body_id, 0)
         self._oks[body_id] = seen + 1
         self.ok_repeats += seen > 0
@@ -67,4 +79,5 @@ class Stats:
             "ok_repeats": self.ok_repeats,
             "by_model": {m: dict(u) for m, u in self.by_model.items()},
             "by_kind": dict(self.by_kind),
+            "by_twist": dict(self.by_twist),
         }

@@ -86,17 +86,20 @@ def test_ok_response_has_usage_and_the_six_headers(make_simulator):
 
 def test_requests_429_is_retryable_after_the_hinted_wait(make_simulator):
     sim = make_simulator("tier1", overrides={**ZERO_LATENCY, "limits.rpm": 120})  # 2 per second
+    started = time.monotonic()
     for _ in range(2):
         ask(sim, "hi", max_tokens=5)
     err = rejection(sim, max_tokens=5)
+    elapsed = time.monotonic() - started
     body = err.body
     assert err.status_code == 429
     assert (body["type"], body["code"]) == ("requests", "rate_limit_exceeded")
     assert "on requests per min (RPM): Limit 120" in body["message"]
     h = err.response.headers
     assert all(name in h for name in RATELIMIT_HEADERS)
-    # The bucket is (nearly) empty: remaining counts what refilled since, in per-minute units.
-    assert int(h["x-ratelimit-remaining-requests"]) < 20
+    # The bucket is (nearly) empty: remaining counts what refilled since, in per-minute units
+    # (2 requests a second are 120 units a second; a GC pause in the client makes it more).
+    assert int(h["x-ratelimit-remaining-requests"]) <= 120 * elapsed + 1
     assert GO_DURATION.match(h["x-ratelimit-reset-requests"])
     assert h["retry-after"] == "1" and 0 < int(h["retry-after-ms"]) <= 500
     time.sleep(int(h["retry-after-ms"]) / 1000)
