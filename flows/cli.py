@@ -174,6 +174,34 @@ def export_dpo(recipe: str | None, overrides: tuple[str, ...]) -> None:
     click.echo(dpo_export(params).model_dump_json(indent=2))
 
 
+@main.command("translate")
+@click.option("--set", "set_", required=True,
+              type=click.Choice(["ultrachat", "ultrafeedback", "sft", "dpo"]),
+              help="The set: a raw export (ultrachat, ultrafeedback) or a derived set (sft, dpo).")
+@click.option("--lang", default="ja", show_default=True, help="Target language code.")
+@click.option("--recipe", type=click.Path(dir_okay=False), default=None,
+              help="Recipe YAML (default: flows/recipes/translate.yaml).")
+@click.option("--param", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. limit=50 or translation.route=batch.")
+@click.option("--dry-run", is_flag=True, help="Print chunks, tokens and the cost of each route.")
+def translate(set_: str, lang: str, recipe: str | None, overrides: tuple[str, ...],
+              dry_run: bool) -> None:
+    """A set in another language: text fields translated, ids, ratings, scores and splits kept."""
+    import json
+
+    from flows.translate import TranslateParams
+    from flows.translate import dry_run as estimate
+    from flows.translate import translate as translate_flow
+
+    params = TranslateParams(set=set_, lang=lang, **({"recipe": recipe} if recipe else {}),
+                             overrides=list(overrides))
+    params.load()  # a config error is one line here, not a failed flow run
+    if dry_run:
+        click.echo(json.dumps(estimate(params), indent=2))
+    else:
+        click.echo(translate_flow(params).model_dump_json(indent=2))
+
+
 @main.group()
 def train() -> None:
     """Train on an exported set with TRL (needs the `train` extra)."""
@@ -292,12 +320,19 @@ ultraforge demo finished
     {out['sft_set'].published.folder}
   dpo set        {_splits(out['dpo_set'])}
     {out['dpo_set'].published.folder}
+  japanese       {_japanese(out['japanese'])}
   simulator   {sim['requests']} HTTP requests, {sim['ok_repeats']} repeated paid calls, \
 simulated spend ${cost:.2f}""")
     for kind in ("sft", "dpo") if train else ():
         run = out[f"{kind}_train"]
         click.echo(f"  {kind} training   {run.steps} steps, loss {run.first_loss:.3f} → "
                    f"{run.last_loss:.3f}\n    {run.model_dir}")
+
+
+def _japanese(sets: dict) -> str:
+    lines = [f"{kind} {t.counts.records_written} records ({t.counts.calls_paid} calls, "
+             f"{t.counts.records_flagged} flagged)\n    {t.folder}" for kind, t in sets.items()]
+    return "\n  ".join(lines)
 
 
 def _splits(export) -> str:

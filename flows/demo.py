@@ -2,10 +2,10 @@
 
 Starts the OpenAI-compatible simulator on a free loopback port, points every pool endpoint at
 it (through the process's resources, not the environment), runs the `ultrafeedback` and
-`ultrachat` flows with their default recipes, builds the SFT and DPO sets from what they landed
-and, with `train=True`, trains the tiny model on them (SFT, then DPO from the SFT model). It
-reports where everything landed. A second run pays for nothing: every response comes from the
-journal.
+`ultrachat` flows with their default recipes, builds the SFT and DPO sets from what they landed,
+translates the first records of each of the four sets into Japanese and, with `train=True`,
+trains the tiny model on them (SFT, then DPO from the SFT model). It reports where everything
+landed. A second run pays for nothing: every response comes from the journal.
 """
 
 from __future__ import annotations
@@ -20,12 +20,16 @@ from tasks.adapters.settings import Settings
 DEMO_LATENCY = {"latency.ttft_s": 0.05, "latency.per_token_s": 0.0005, "latency.jitter": 0.2}
 # The bundled sets are small: hold out a tenth, not HF's 2,000 pairs.
 DEMO_DPO = ["splits.test_size=0.1"]
+# A few records of each set in Japanese (each split of a derived set): a sample, not the sets.
+DEMO_TRANSLATE = ["limit=5"]
+SETS = ("ultrafeedback", "ultrachat", "sft", "dpo")
 
 
 def run_demo(preset: str = "tier5", seed: int = 0, train: bool = False) -> dict[str, Any]:
     """Run the flows against a fresh simulator; return their summaries and the simulator's
     counts."""
     from flows.derived import ExportParams, dpo_export, sft_export
+    from flows.translate import TranslateParams, translate
     from flows.ultrachat import UltraChatParams, ultrachat
     from flows.ultrafeedback import UltraFeedbackParams, ultrafeedback
 
@@ -37,12 +41,14 @@ def run_demo(preset: str = "tier5", seed: int = 0, train: bool = False) -> dict[
             chat = ultrachat(UltraChatParams())
             sft_set = sft_export(ExportParams())
             dpo_set = dpo_export(ExportParams(overrides=DEMO_DPO))
+            japanese = {kind: translate(TranslateParams(set=kind, overrides=DEMO_TRANSLATE))
+                        for kind in SETS}
         finally:
             activate(None)
         stats = sim.stats()
     out = {"ultrafeedback": feedback, "ultrachat": chat, "sft_set": sft_set, "dpo_set": dpo_set,
-           "simulator": stats, "lake": settings.lake, "warehouse": str(settings.warehouse),
-           "journal": str(settings.journal)}
+           "japanese": japanese, "simulator": stats, "lake": settings.lake,
+           "warehouse": str(settings.warehouse), "journal": str(settings.journal)}
     if train:
         out |= train_tiny(settings, sft_set.published.dataset_dict,
                           dpo_set.published.dataset_dict)

@@ -154,22 +154,23 @@ def publish(lake: Lake, base: str, batches: Iterable[pa.RecordBatch], splits: Se
                 shutil.copyfileobj(src, dst, 1 << 20)
             parquet[s] = lake.url(f"{base}/{split_path(s)}")
         card_url = lake.write_bytes(f"{base}/README.md", text.encode("utf-8"))
-        dataset_dict = _save_dataset_dict(lake, f"{base}/{DATASET_DIR}", folder, splits,
-                                          Path(tmp) / "cache")
+        same = _distinct(splits)
+        dataset_dict = save_dataset_dict(lake, f"{base}/{DATASET_DIR}", folder,
+                                         {s.name: same[s.name].name for s in splits},
+                                         Path(tmp) / "cache")
         hub = push(folder, push_to_hub)
     return Published(folder=lake.url(base), parquet=parquet, rows=rows,
                      dataset_dict=dataset_dict, card=card_url, hub=hub)
 
 
-def _save_dataset_dict(lake: Lake, relpath: str, folder: Path, splits: Sequence[Split],
-                       cache: Path) -> str:
-    """`DatasetDict.save_to_disk` of the split files at `relpath` (replacing what was there)."""
+def save_dataset_dict(lake: Lake, relpath: str, folder: Path, files: dict[str, str],
+                      cache: Path) -> str:
+    """`DatasetDict.save_to_disk` at `relpath` (replacing what was there) of the splits in
+    `files`: split → the split whose `folder`/data/<split>.parquet holds its rows."""
     datasets.disable_progress_bars()
-    same = _distinct(splits)
-    loaded = {s.name: datasets.Dataset.from_parquet(str(folder / split_path(s.name)),
-                                                    cache_dir=str(cache))
-              for s in splits if same[s.name] is s}
-    dd = datasets.DatasetDict({s.name: loaded[same[s.name].name] for s in splits})
+    loaded = {f: datasets.Dataset.from_parquet(str(folder / split_path(f)), cache_dir=str(cache))
+              for f in dict.fromkeys(files.values())}
+    dd = datasets.DatasetDict({s: loaded[f] for s, f in files.items()})
     url = lake.url(relpath)
     if lake.exists(relpath):  # a smaller set must not leave stale shards of a bigger one
         lake.fs.rm(url, recursive=True)

@@ -5,10 +5,12 @@ import json
 from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from flows.cli import main
+from tests.fixtures.translate import strip_texts
 
 # sha256 of the demo's exports: the UltraFeedback files as main made them before the shard engine
 # was rebuilt (issue 7, commit 39ab8c6), the UltraChat files since their ids became stable
@@ -80,11 +82,26 @@ def test_demo_with_training_gives_the_golden_exports_trains_on_them_and_a_rerun_
     assert (tmp_path / "data" / "ultraforge.duckdb").exists()
     before = exports_of(lake)
     assert {str(p.relative_to(lake)): hashlib.sha256(b).hexdigest() for p, b in before.items()
-            if "/dataset/" not in str(p)} == GOLDEN
+            if "/dataset/" not in str(p) and "-ja/" not in str(p)} == GOLDEN
     # TRL trained on the exported sets as they are, and left them as they were (no cache files)
     sets = {kind: datasets.load_from_disk(str(lake / f"exports/{kind}/{name}/dataset"))
             for kind, name in (("sft", "ultrachat_200k"), ("dpo", "ultrafeedback_binarized"))}
     assert len(sets["sft"]["train_sft"]) == 90 and len(sets["dpo"]["train_prefs"]) == 75
+    # the first records of each set in Japanese: a card, a split file per English split
+    for kind, name, splits in (("ultrafeedback", "ultrafeedback", ["train"]),
+                               ("ultrachat", "ultrachat", ["train"]),
+                               ("sft", "ultrachat_200k", list(sets["sft"])),
+                               ("dpo", "ultrafeedback_binarized", list(sets["dpo"]))):
+        folder = lake / f"exports/{kind}-ja/{name}"
+        assert "Japanese" in (folder / "README.md").read_text(), kind
+        assert sorted(p.stem for p in (folder / "data").glob("*.parquet")) == sorted(splits), kind
+        assert len((folder / "data" / f"{splits[0]}.jsonl").read_text().splitlines()) == 5, kind
+        english = {"ultrafeedback": "exports/ultrafeedback/ultrafeedback.parquet",
+                   "ultrachat": "exports/ultrachat/ultrachat/ultrachat.parquet"}.get(
+                       kind, f"exports/{kind}/{name}/data/{splits[0]}.parquet")
+        translated = pq.read_table(folder / "data" / f"{splits[0]}.parquet").to_pylist()
+        for en, ja in zip(pq.read_table(lake / english).to_pylist()[:5], translated, strict=True):
+            assert strip_texts(ja, kind) == strip_texts(en, kind), kind  # ids, ratings, scores …
     for kind in ("sft", "dpo"):
         metrics = json.loads((tmp_path / "data" / "models" / kind / "metrics.json").read_text())
         curve = [step["loss"] for step in metrics["loss_curve"]]

@@ -1,0 +1,92 @@
+"""Flow `translate`: a landed or exported set in another language, same structure, ids and
+scores (docs/translation.md).
+
+Reads: a recipe (flows/recipes/translate.yaml + overrides) and the set it names. Writes to the
+lake: exports/<set>-<lang>/<name>/ (Parquet + JSONL per split, flags.jsonl, README.md card,
+DatasetDict) and runs/translate/<run>/manifest.json. Publishes a summary artifact with the
+counts, flags by reason, and tokens and cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from tasks.adapters.resources import current
+from tasks.adapters.settings import RECIPES_DIR
+from tasks.core.tokens import estimate_tokens
+from tasks.core.translate import fields
+from tasks.core.translate.fields import SetKind
+from tasks.core.translate.prompt import system_prompt
+from tasks.core.translate.recipe import TranslateRecipe
+from tasks.core.translate.work import plan_text
+from tasks.core.yamlconf import load_recipe
+from tasks.reporting import markdown_table, publish_summary, write_manifest
+from tasks.translate.sets import TranslateExport, input_splits, record_batches, translate_set
+
+
+class TranslateParams(BaseModel):
+    """Which set, into which language, and overrides of the recipe's keys."""
+
+    set: SetKind = Field(description="ultrachat | ultrafeedback (raw) | sft | dpo (derived).")
+    lang: str = Field(default="ja", description="Target language code.")
+    recipe: str = Field(default=str(RECIPES_DIR / "translate.yaml"), description="Recipe YAML.")
+    overrides: list[str] = Field(default_factory=list,
+                                 description="`key.path=value` overrides (e.g. limit=50).")
+
+    def load(self) -> TranslateRecipe:
+        return load_recipe(self.recipe, TranslateRecipe,
+                           [f"set={self.set}", f"translation.lang={self.lang}", *self.overrides])
+
+
+@flow(name="translate")
+def translate(params: TranslateParams) -> TranslateExport:
+    """Any set → the same set in another language (text fields translated, the rest kept)."""
+    res = current()
+    recipe = params.load()
+    out = translate_set(recipe)
+    write_manifest(res, "translate", recipe, out.counts.model_dump())
+    splits = [{"split": s, "rows": n} for s, n in out.rows.items()]
+    counts = [{"count": k, "value": v} for k, v in out.counts.model_dump().items()]
+    flags = [{"reason": k, "chunks": v} for k, v in out.flags.items()]
+    usage = [u.model_dump() for u in out.usage]
+    publish_summary(f"translate-{recipe.set}-{recipe.lang}-summary", "\n".join([
+        f"# {recipe.set} → {recipe.lang}", "", "## Splits", markdown_table(splits),
+        "## Counts", markdown_table(counts), "## Flags by reason", markdown_table(flags),
+        *(["Flagged records:", *(f"- {e}" for e in out.flagged_examples)] if out.flagged_examples else []),
+        "## Tokens and cost", markdown_table(usage)]),
+        {"splits": splits, "counts": counts, "flags": flags, "usage": usage})
+    return out
+
+
+def dry_run(params: TranslateParams) -> dict[str, Any]:
+    """Chunks, unique chunks, estimated tokens and cost per route, before anything is paid:
+    input = system prompt + chunk, output ≈ the chunk's tokens."""
+    res = current()
+    recipe = params.load()
+    spec = recipe.translation
+    system = estimate_tokens(system_prompt(spec.lang))
+    tin = tout = 0
+    unique: Counter[bytes] = Counter()  # digests: the texts themselves would fill memory
+    records = 0
+    for url, options in input_splits(res.lake, recipe.input_path()).values():
+        for batch in record_batches(url, options, recipe):
+            records += len(batch)
+            for row in batch:
+                for slot in fields.slots(row, recipe.set, recipe.feedback):
+                    for chunk in plan_text(slot.text, spec).chunks:
+                        digest = hashlib.blake2b(chunk.text.encode(), digest_size=16).digest()
+                        if digest not in unique:  # a repeat is a journal hit: free
+                            tin += system + estimate_tokens(chunk.text)
+                            tout += estimate_tokens(chunk.text)
+                        unique[digest] += 1
+    return {"recipe": str(Path(params.recipe)), "set": recipe.set, "lang": spec.lang,
+            "records": records, "chunks": sum(unique.values()), "unique_chunks": len(unique),
+            "input_tokens": tin, "output_tokens": tout,
+            "online_cost_usd": round(res.pool.cost(spec.model, tin, tout, "online"), 4),
+            "batch_cost_usd": round(res.pool.cost(spec.model, tin, tout, "batch"), 4)}

@@ -1,0 +1,146 @@
+"""The translate flow over each kind of set against the simulator's translation role: every
+non-text field identical to the English, code blocks and `Confidence:` lines byte-identical,
+originals kept, the same splits; a rerun makes no call; repeated system prompts cost one call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flows.translate import TranslateParams, dry_run, translate
+from tasks.adapters.settings import Settings
+from tasks.core.derived.binarize import DPO_SCHEMA
+from tasks.core.derived.sft import SFT_SCHEMA
+from tasks.core.translate.fields import slots
+from tasks.core.ultrachat.tables import RAW_SCHEMA
+from tasks.core.ultrafeedback.export import export_schema
+from tests.fixtures.factory import fast_pool, settings_env
+from tests.fixtures.translate import strip_texts
+
+pytestmark = pytest.mark.slow
+
+CODE = "```python\nfor i in range(3):\n    print(i)\n```"
+SYSTEM = "You are an AI assistant that helps people find information and explains every step."
+
+
+def uf_record(i: int) -> dict:
+    completion = lambda model, response: {  # noqa: E731
+        "model": model, "principle": "honesty", "custom_system_prompt": SYSTEM,
+        "response": response,
+        "annotations": {"honesty": {"Rating": "4", "Rationale": "Mostly confident."},
+                        "truthfulness": {"Type": ["0"], "Rationale": "No errors.", "Rating": "5",
+                                         "Rationale For Rating": "Accurate."}},
+        "critique": "Explain the loop a little more.", "overall_score": 7.5, "fine-grained_score": 4.5}
+    return {"source": "sharegpt", "id": f"S{i}", "instruction": f"How do I print numbers {i} times?",
+            "models": ["gpt-4", "wizardlm-7b"],
+            "completions": [completion("gpt-4", f"Use a loop like this one for case {i}.\n\n{CODE}\n\n"
+                                                "Confidence: 90%"),
+                            completion("wizardlm-7b", "Write the numbers by hand, one per line.")],
+            "correct_answers": ["None"], "incorrect_answers": ["None"]}
+
+
+def messages(i: int) -> list[dict]:
+    return [{"content": f"What is a good name for a cat number {i}?", "role": "user"},
+            {"content": f"Whiskers is a classic choice for cat {i}, short and friendly.",
+             "role": "assistant"}]
+
+
+def write_inputs(lake: Path) -> None:
+    def put(relpath: str, rows: list[dict], schema: pa.Schema) -> None:
+        (lake / relpath).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), lake / relpath)
+    put("exports/ultrafeedback/ultrafeedback.parquet", [uf_record(i) for i in range(6)],
+        export_schema(["honesty", "truthfulness"], with_id=True))
+    put("exports/ultrachat/ultrachat/ultrachat.parquet",
+        [{"id": str(i), "data": [m["content"] for m in messages(i)]} for i in range(5)], RAW_SCHEMA)
+    for split, n in (("train_sft", 4), ("test_sft", 2)):
+        put(f"exports/sft/ultrachat_200k/data/{split}.parquet",
+            [{"prompt": messages(i)[0]["content"], "prompt_id": f"p{i}", "messages": messages(i)}
+             for i in range(n)], SFT_SCHEMA)
+    put("exports/dpo/ultrafeedback_binarized/data/train_prefs.parquet",
+        [{"prompt": messages(i)[0]["content"], "prompt_id": f"p{i}", "chosen": messages(i),
+          "rejected": messages(i)[:1] + [{"content": "No idea.", "role": "assistant"}],
+          "messages": messages(i), "score_chosen": 8.0, "score_rejected": 2.0} for i in range(3)],
+        DPO_SCHEMA)
+
+
+def settings_in(root: Path) -> Settings:
+    return Settings(data_dir=root, lake_url=str(root / "lake"), journal_dir=root / "journal",
+                    warehouse_path=root / "ultraforge.duckdb", _env_file=None)
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, make_simulator):
+    sim = make_simulator("unlimited", seed=3)
+    settings = settings_in(tmp_path / "data")
+    write_inputs(Path(settings.lake))
+    for key, value in settings_env(settings, sim.base_url, fast_pool(tmp_path)).items():
+        monkeypatch.setenv(key, value)
+    return sim, Path(settings.lake)
+
+
+def read(lake: Path, folder: str, split: str) -> list[dict]:
+    return pq.read_table(lake / folder / "data" / f"{split}.parquet").to_pylist()
+
+
+@pytest.mark.parametrize(("kind", "folder", "inp", "split", "feedback"), [
+    ("ultrafeedback", "exports/ultrafeedback-ja/ultrafeedback",
+     "exports/ultrafeedback/ultrafeedback.parquet", "train", True),
+    ("ultrachat", "exports/ultrachat-ja/ultrachat",
+     "exports/ultrachat/ultrachat/ultrachat.parquet", "train", False),
+    ("sft", "exports/sft-ja/ultrachat_200k",
+     "exports/sft/ultrachat_200k/data/test_sft.parquet", "test_sft", False),
+    ("dpo", "exports/dpo-ja/ultrafeedback_binarized",
+     "exports/dpo/ultrafeedback_binarized/data/train_prefs.parquet", "train_prefs", False),
+])
+def test_every_non_text_field_is_identical_and_the_originals_are_kept(
+        prefect_api, env, kind, folder, inp, split, feedback):
+    sim, lake = env
+    overrides = ["feedback=true"] if feedback else []
+    out = translate(TranslateParams(set=kind, overrides=overrides))
+    english = pq.read_table(lake / inp).to_pylist()
+    japanese = read(lake, folder, split)
+    assert len(japanese) == len(english) == out.rows[split]
+    for en, ja in zip(english, japanese, strict=True):
+        assert strip_texts(ja, kind, feedback) == strip_texts(en, kind, feedback)
+        assert {k: ja[f"{k}_en"] for k in ja if f"{k}_en" in ja} == {
+            k: en[k] for k in ja if f"{k}_en" in ja}  # the originals, as they were
+        for a, b in zip(slots(en, kind, feedback), slots(ja, kind, feedback), strict=True):
+            assert a.path == b.path and a.text != b.text  # every text translated
+    assert out.counts.records_flagged == 0
+    assert (lake / folder / "README.md").read_text().count("gpt-4o") >= 1
+    assert (lake / folder / "data" / f"{split}.jsonl").read_text().count("\n") == len(english)
+
+
+def test_code_blocks_and_confidence_lines_are_byte_identical_and_system_prompts_are_one_call(
+        prefect_api, env):
+    sim, lake = env
+    out = translate(TranslateParams(set="ultrafeedback"))
+    rows = read(lake, "exports/ultrafeedback-ja/ultrafeedback", "train")
+    for row in rows:
+        answer = row["completions"][0]["response"]
+        assert CODE in answer and answer.endswith("Confidence: 90%")
+        assert {c["custom_system_prompt"] for c in row["completions"]} == {
+            rows[0]["completions"][0]["custom_system_prompt"]}
+    # 6 instructions + 6 first answers (the case number differs) + 1 second answer + 1 system prompt
+    assert out.counts.unique_chunks < out.counts.chunks
+    requests = sim.stats()["requests"]
+    assert requests == out.counts.calls_paid == out.counts.unique_chunks
+
+    again = translate(TranslateParams(set="ultrafeedback"))
+    assert sim.stats()["requests"] == requests and again.counts.calls_paid == 0
+    assert read(lake, "exports/ultrafeedback-ja/ultrafeedback", "train") == rows
+
+
+def test_splits_of_a_derived_set_are_kept_and_the_dry_run_estimates_before_paying(prefect_api, env):
+    sim, lake = env
+    estimate = dry_run(TranslateParams(set="sft"))
+    assert sim.stats()["requests"] == 0 and estimate["unique_chunks"] > 0
+    assert estimate["batch_cost_usd"] == pytest.approx(estimate["online_cost_usd"] / 2, abs=1e-4)
+    out = translate(TranslateParams(set="sft"))
+    assert out.rows == {"test_sft": 2, "train_sft": 4}
+    # prompts shared by the splits are one call: as many as the estimate's unique chunks
+    assert out.counts.calls_paid == estimate["unique_chunks"] == sim.stats()["requests"]
