@@ -53,7 +53,8 @@ def translate(params: TranslateParams) -> TranslateExport:
     write_manifest(res, "translate", recipe, out.counts.model_dump())
     splits = [{"split": s, "rows": n} for s, n in out.rows.items()]
     counts = [{"count": k, "value": v} for k, v in out.counts.model_dump().items()]
-    flags = [{"reason": k, "chunks": v} for k, v in out.flags.items()]
+    flags = [{"reason": k, "chunks": v, "records": out.flagged_records.get(k, 0)}
+             for k, v in out.flags.items()]
     usage = [u.model_dump() for u in out.usage]
     publish_summary(f"translate-{recipe.set}-{recipe.lang}-summary", "\n".join([
         f"# {recipe.set} → {recipe.lang}", "", "## Splits", markdown_table(splits),

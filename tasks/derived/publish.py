@@ -168,8 +168,13 @@ def save_dataset_dict(lake: Lake, relpath: str, folder: Path, files: dict[str, s
     """`DatasetDict.save_to_disk` at `relpath` (replacing what was there) of the splits in
     `files`: split → the split whose `folder`/data/<split>.parquet holds its rows."""
     datasets.disable_progress_bars()
-    loaded = {f: datasets.Dataset.from_parquet(str(folder / split_path(f)), cache_dir=str(cache))
-              for f in dict.fromkeys(files.values())}
+    def load(split: str) -> datasets.Dataset:
+        path = str(folder / split_path(split))
+        if pq.ParquetFile(path).metadata.num_rows == 0:  # from_parquet refuses an empty file
+            return datasets.Dataset(pq.read_table(path))
+        return datasets.Dataset.from_parquet(path, cache_dir=str(cache))
+
+    loaded = {f: load(f) for f in dict.fromkeys(files.values())}
     dd = datasets.DatasetDict({s: loaded[f] for s, f in files.items()})
     url = lake.url(relpath)
     if lake.exists(relpath):  # a smaller set must not leave stale shards of a bigger one

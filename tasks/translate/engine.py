@@ -15,7 +15,15 @@ from tasks.adapters.llm.gateway import Gateway
 from tasks.core.chat import ChatResult
 from tasks.core.translate.checks import check
 from tasks.core.translate.spans import Masked
-from tasks.core.translate.work import ChunkOutcome, TextOutcome, TranslationSpec, assemble, plan_text
+from tasks.core.translate.work import (
+    UNUSABLE,
+    ChunkOutcome,
+    TextOutcome,
+    TranslationSpec,
+    assemble,
+    better,
+    plan_text,
+)
 
 
 class TranslationRun(BaseModel):
@@ -48,21 +56,22 @@ async def translate_texts(gateway: Gateway, spec: TranslationSpec,
         run.retranslations += len(todo) if attempt else 0
         results = await gateway.complete_all([spec.request(unique[t], attempt) for t in todo])
         run.results.extend(results)
-        again = []
+        again = []  # chunks whose reply failed a check (a failed or pending call is final)
         for text, result in zip(todo, results, strict=True):
             if result.pending:
-                outcomes[text] = ChunkOutcome(text=None, flags={"pending": result.pending},
-                                              attempts=attempt + 1)
+                outcome = ChunkOutcome(text=None, flags={"pending": result.pending})
             elif not result.ok:
-                outcomes[text] = ChunkOutcome(text=None, flags={"failed": result.error or ""},
-                                              attempts=attempt + 1)
+                outcome = ChunkOutcome(text=None, flags={"failed": result.error or ""})
             else:
                 found = check(unique[text], result.text, result.finish_reason, spec.lang, spec.checks)
-                outcomes[text] = ChunkOutcome(text=result.text, flags=dict(found.details),
-                                              attempts=attempt + 1)
+                # a reply missing text or protected spans is no translation of the chunk
+                unusable = not UNUSABLE.isdisjoint(found.reasons)
+                outcome = ChunkOutcome(text=None if unusable else result.text,
+                                       flags=dict(found.details))
                 if not found.ok:
                     again.append(text)
-        todo = again
+            outcomes[text] = better(outcomes.get(text), outcome, attempt + 1)
+        todo = [t for t in again if outcomes[t].flags]
     flagged = [o for o in outcomes.values() if o.flags]
     run.flagged_chunks = len(flagged)
     run.flags = dict(sorted(Counter(r for o in flagged for r in o.flags).items()))

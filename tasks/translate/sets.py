@@ -31,14 +31,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.adapters.errors import ConfigError
+from tasks.adapters.errors import ConfigError, UltraforgeError
 from tasks.adapters.lake import WRITER_OPTIONS, Lake
 from tasks.adapters.resources import current, run
 from tasks.core.derived.card import Card, render_card, split_path
 from tasks.core.translate import fields
 from tasks.core.translate.prompt import language_name
 from tasks.core.translate.recipe import TranslateRecipe
-from tasks.core.usage import UsageRow, usage_of
+from tasks.core.usage import UsageRow, merge_usage, usage_of
 from tasks.derived.dpo import read_schema, resolve_input
 from tasks.derived.publish import DATASET_DIR, save_dataset_dict
 from tasks.translate.engine import TranslationRun, translate_texts
@@ -62,6 +62,7 @@ class TranslateCounts(BaseModel):
     calls_paid: int = 0
     calls_from_journal: int = 0
     retranslations: int = 0
+    flagged_chunks: int = 0
 
 
 class TranslateExport(BaseModel):
@@ -73,6 +74,7 @@ class TranslateExport(BaseModel):
     rows: dict[str, int]
     counts: TranslateCounts
     flags: dict[str, int] = Field(description="Flagged chunks by reason.")
+    flagged_records: dict[str, int] = Field(description="Flagged records by reason.")
     flagged_examples: list[str]
     usage: list[UsageRow]
     card: str
@@ -108,10 +110,10 @@ def translate_set(recipe: TranslateRecipe) -> TranslateExport:
         raise ConfigError(f"translation.model: {recipe.translation.model!r} is not in the model pool")
     splits = input_splits(res.lake, recipe.input_path())
     base = output_folder(recipe)
+    if recipe.translation.route == "batch":
+        res.gateway.batches.configure(**recipe.batch.model_dump(exclude={"max_wait_s"}))
     counts = TranslateCounts()
-    flags: Counter[str] = Counter()
-    examples: list[str] = []
-    results = []
+    tally = _Tally()
     rows: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="ultraforge-translate-") as tmp:
         folder = Path(tmp) / "set"
@@ -120,13 +122,16 @@ def translate_set(recipe: TranslateRecipe) -> TranslateExport:
             for split, (url, options) in splits.items():
                 source = read_schema(url, options)
                 schema = fields.translated_schema(source, recipe.set, recipe.source_lang)
-                written = _split(recipe, split, url, options, schema, folder, flag_file,
-                                 counts, flags, examples, results)
-                rows[split] = written
-        counts.calls_paid = sum(1 for r in results if not r.from_journal and r.ok)
-        counts.calls_from_journal = sum(1 for r in results if r.from_journal)
-        usage = usage_of("translation", results, res.pool.cost)
-        card = _card(recipe, rows, counts, flags, res.pool.api_model(recipe.translation.model))
+                rows[split] = _split(recipe, split, url, options, schema, folder, flag_file,
+                                     counts, tally)
+        if tally.pending:
+            raise UltraforgeError(f"{tally.pending} chunks still wait in batches (batch.wait_s "
+                              f"{recipe.batch.wait_s:g} s): nothing is published; run again to "
+                              "collect them, without paying again")
+        usage = merge_usage(tally.usage)
+        counts.calls_paid = sum(u.requests for u in usage)
+        counts.calls_from_journal = sum(u.from_journal for u in usage)
+        card = _card(recipe, rows, counts, tally, res.pool.api_model(recipe.translation.model))
         (folder / "README.md").write_text(render_card(card), encoding="utf-8")
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             with open(path, "rb") as src, res.lake.writer(f"{base}/{path.relative_to(folder)}") as dst:
@@ -134,32 +139,49 @@ def translate_set(recipe: TranslateRecipe) -> TranslateExport:
         dataset_dict = save_dataset_dict(res.lake, f"{base}/{DATASET_DIR}", folder,
                                          {s: s for s in rows}, Path(tmp) / "cache")
     return TranslateExport(folder=res.lake.url(base), rows=rows, counts=counts,
-                           flags=dict(sorted(flags.items())), flagged_examples=examples,
-                           usage=usage, card=res.lake.url(f"{base}/README.md"),
-                           dataset_dict=dataset_dict)
+                           flags=dict(sorted(tally.chunk_flags.items())),
+                           flagged_records=dict(sorted(tally.record_flags.items())),
+                           flagged_examples=tally.examples, usage=usage,
+                           card=res.lake.url(f"{base}/README.md"), dataset_dict=dataset_dict)
+
+
+class _Tally:
+    """What a run adds up batch by batch: usage rows (not the results themselves, so memory
+    does not grow with the set), chunk and record flags, examples, pending chunks."""
+
+    def __init__(self) -> None:
+        self.usage: list[UsageRow] = []
+        self.chunk_flags: Counter[str] = Counter()
+        self.record_flags: Counter[str] = Counter()
+        self.examples: list[str] = []
+        self.pending = 0
+
+    def add(self, run_: TranslationRun, counts: TranslateCounts) -> None:
+        self.usage = merge_usage([*self.usage, *usage_of("translation", run_.results, current().pool.cost)])
+        self.chunk_flags.update(run_.flags)
+        self.pending += run_.flags.get("pending", 0)
+        for name in ("texts", "chunks", "unique_chunks", "retranslations", "flagged_chunks"):
+            setattr(counts, name, getattr(counts, name) + getattr(run_, name))
 
 
 def _split(recipe: TranslateRecipe, split: str, url: str, options: dict, schema: pa.Schema,
-           folder: Path, flag_file, counts: TranslateCounts, flags: Counter[str],
-           examples: list[str], results: list) -> int:
+           folder: Path, flag_file, counts: TranslateCounts, tally: _Tally) -> int:
     """One split translated into `folder`/data/<split>.{parquet,jsonl}; rows written."""
     written, row_ix = 0, 0
     with pq.ParquetWriter(folder / split_path(split), schema, **WRITER_OPTIONS) as parquet, \
             open(folder / f"data/{split}.jsonl", "w", encoding="utf-8") as jsonl:
         for records in record_batches(url, options, recipe):
             out, run_ = _translate(recipe, records)
-            results.extend(run_.results)
-            for name in ("texts", "chunks", "unique_chunks", "retranslations"):
-                setattr(counts, name, getattr(counts, name) + getattr(run_, name))
+            tally.add(run_, counts)
             kept = []
             for record, (row, reasons) in zip(records, out, strict=True):
                 counts.records_read += 1
                 if reasons:
                     counts.records_flagged += 1
                     who = _who(record, split, row_ix)
-                    flags.update(reasons)
-                    if len(examples) < FLAG_EXAMPLES:
-                        examples.append(f"{who}: " + "; ".join(f"{r}: {d}" for r, d in reasons.items()))
+                    tally.record_flags.update(reasons.keys())
+                    if len(tally.examples) < FLAG_EXAMPLES:
+                        tally.examples.append(f"{who}: " + "; ".join(f"{r}: {d}" for r, d in reasons.items()))
                     excluded = recipe.flagged == "exclude" or row is None
                     flag_file.write(json.dumps({"split": split, "row": row_ix, "record": who,
                                                 "excluded": excluded, "reasons": reasons},
@@ -220,7 +242,7 @@ def _who(record: dict[str, Any], split: str, row: int) -> str:
 
 
 def _card(recipe: TranslateRecipe, rows: dict[str, int], counts: TranslateCounts,
-          flags: Counter[str], api_model: str) -> Card:
+          tally: _Tally, api_model: str) -> Card:
     lang = language_name(recipe.lang)
     return Card(
         title=f"{recipe.set} ({lang})",
@@ -243,7 +265,8 @@ def _card(recipe: TranslateRecipe, rows: dict[str, int], counts: TranslateCounts
         splits=rows,
         # what the set is, not what this run paid: a rerun from the journal gives the same card
         counts={**counts.model_dump(exclude={"calls_paid", "calls_from_journal"}),
-                **{f"flagged chunks: {k}": v for k, v in sorted(flags.items())}},
+                **{f"flagged chunks: {k}": v for k, v in sorted(tally.chunk_flags.items())},
+                **{f"flagged records: {k}": v for k, v in sorted(tally.record_flags.items())}},
         recipe=recipe.model_dump(mode="json"),
         tags=["translation", recipe.lang],
     )

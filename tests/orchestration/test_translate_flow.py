@@ -4,6 +4,7 @@ originals kept, the same splits; a rerun makes no call; repeated system prompts 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -72,14 +73,19 @@ def settings_in(root: Path) -> Settings:
                     warehouse_path=root / "ultraforge.duckdb", _env_file=None)
 
 
-@pytest.fixture
-def env(monkeypatch, tmp_path, make_simulator):
-    sim = make_simulator("unlimited", seed=3)
+def setup(monkeypatch, tmp_path: Path, sim) -> Path:
+    """Inputs in a fresh lake, the flows pointed at it and at `sim`; the lake's path."""
     settings = settings_in(tmp_path / "data")
     write_inputs(Path(settings.lake))
     for key, value in settings_env(settings, sim.base_url, fast_pool(tmp_path)).items():
         monkeypatch.setenv(key, value)
-    return sim, Path(settings.lake)
+    return Path(settings.lake)
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, make_simulator):
+    sim = make_simulator("unlimited", seed=3)
+    return sim, setup(monkeypatch, tmp_path, sim)
 
 
 def read(lake: Path, folder: str, split: str) -> list[dict]:
@@ -144,3 +150,37 @@ def test_splits_of_a_derived_set_are_kept_and_the_dry_run_estimates_before_payin
     assert out.rows == {"test_sft": 2, "train_sft": 4}
     # prompts shared by the splits are one call: as many as the estimate's unique chunks
     assert out.counts.calls_paid == estimate["unique_chunks"] == sim.stats()["requests"]
+
+
+def flag_lines(lake: Path, folder: str) -> list[dict]:
+    return [json.loads(line) for line in (lake / folder / "flags.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("flagged", ["keep", "exclude"])
+def test_records_still_failing_a_check_are_listed_with_reasons_and_kept_or_excluded_by_recipe(
+        prefect_api, monkeypatch, tmp_path, make_simulator, flagged):
+    sim = make_simulator("unlimited", seed=3, overrides={"faults.commentary": 1.0})
+    lake = setup(monkeypatch, tmp_path, sim)
+    out = translate(TranslateParams(set="sft", overrides=[f"flagged={flagged}"]))
+    folder = "exports/sft-ja/ultrachat_200k"
+    lines = flag_lines(lake, folder)
+    assert len(lines) == out.counts.records_flagged == 6
+    assert all("commentary" in line["reasons"] and line["record"].endswith(")") for line in lines)
+    # (an added preamble paragraph also changes the Markdown structure)
+    assert out.flagged_records["commentary"] == 6
+    assert out.flags["commentary"] == out.counts.unique_chunks
+    assert out.counts.retranslations == 2 * out.counts.unique_chunks
+    assert sum(out.rows.values()) == (6 if flagged == "keep" else 0)
+    assert "flagged records: commentary" in (lake / folder / "README.md").read_text()
+
+
+def test_a_reply_that_lost_a_protected_span_is_no_translation_even_when_flagged_records_are_kept(
+        prefect_api, monkeypatch, tmp_path, make_simulator):
+    sim = make_simulator("unlimited", seed=3, overrides={"faults.broken_code": 1.0})
+    lake = setup(monkeypatch, tmp_path, sim)
+    out = translate(TranslateParams(set="ultrafeedback"))
+    folder = "exports/ultrafeedback-ja/ultrafeedback"
+    # every record has a code block in its first answer: none can be published with it broken
+    assert out.rows == {"train": 0} and out.counts.records_excluded == 6
+    assert all(line["excluded"] and "spans_damaged" in line["reasons"]
+               for line in flag_lines(lake, folder))

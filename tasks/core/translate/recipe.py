@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.translate.fields import SetKind
 from tasks.core.translate.work import TranslationSpec
+from tasks.core.ultrafeedback.recipe import BatchSpec
 
 # where each set lands by default (the raw flows' and the derived flows' exports)
 DEFAULT_INPUTS: dict[SetKind, str] = {
@@ -40,6 +41,8 @@ class TranslateRecipe(BaseModel):
                               "each split (a sample, the demo).")
     batch_records: int = Field(default=200, gt=0, description="Records translated together: "
                                "their chunks share calls, memory stays bounded.")
+    batch: BatchSpec = Field(default_factory=BatchSpec, description="The batch route's "
+                             "settings, for `translation.route: batch`.")
 
     @property
     def lang(self) -> str:

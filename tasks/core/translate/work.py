@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.chat import ChatRequest, Route
 from tasks.core.pool import Sampling
+from tasks.core.tokens import estimate_tokens
 from tasks.core.translate.checks import CheckLimits, Reason
 from tasks.core.translate.prompt import language_name, messages
 from tasks.core.translate.segments import is_chunk, split
@@ -24,6 +25,8 @@ from tasks.core.translate.spans import PLACEHOLDER, Masked, Protect, mask, unmas
 
 # a chunk that got no translation at all: its call failed for good, or waits in a batch
 Flag = Reason | Literal["failed", "pending"]
+# a reply with these is no translation of its chunk: text or protected spans are missing
+UNUSABLE: frozenset[str] = frozenset({"empty", "truncated", "spans_damaged"})
 
 
 class TranslationSpec(BaseModel):
@@ -49,7 +52,10 @@ class TranslationSpec(BaseModel):
         language_name(self.lang)  # an unknown code is an error here, not at the first call
 
     def request(self, chunk: Masked, attempt: int) -> ChatRequest:
+        """The call translating `chunk`, the `attempt`-th time. Its `max_tokens` is at least
+        4× the chunk's estimate: Japanese takes more tokens than the English it translates."""
         params = dict(self.params) if attempt == 0 else {**self.params, **self.retry_params}
+        params["max_tokens"] = max(params.get("max_tokens", 0), 4 * estimate_tokens(chunk.text) + 64)
         return ChatRequest(model=self.model, messages=tuple(messages(chunk.text, self.lang)),
                            params=params, sample_index=attempt, route=self.route,
                            stage="translation")
@@ -85,6 +91,15 @@ class TextOutcome(BaseModel):
 
     text: str | None
     flags: dict[Flag, str] = Field(default_factory=dict)
+
+
+def better(best: ChunkOutcome | None, new: ChunkOutcome, attempts: int) -> ChunkOutcome:
+    """The outcome to keep after `attempts` calls: a translation over none, then the one with
+    fewer flags, the earlier on a tie (a failed retry never loses a usable first answer)."""
+    if best is not None and ((best.text is not None, -len(best.flags))
+                             >= (new.text is not None, -len(new.flags))):
+        return best.model_copy(update={"attempts": attempts})
+    return new.model_copy(update={"attempts": attempts})
 
 
 def local(chunk: str, spans: tuple[str, ...]) -> Masked:
