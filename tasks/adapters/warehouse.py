@@ -1,4 +1,5 @@
-"""The warehouse: a DuckDB file whose views read the lake. The only module that holds SQL.
+"""The warehouse: a DuckDB file whose views read the lake. The only module that runs SQL
+(the derived sets build theirs in tasks/core/derived/ and run it here).
 
 DuckDB reaches an `s3://` lake through fsspec: the constructor registers an s3fs instance built
 from the lake's own storage options (`register_filesystem`), so no DuckDB extension (httpfs) is
@@ -19,7 +20,8 @@ call it again only for tables that had no shards before. A table registered with
 (tasks/core/tables.py) is viewed with one row per key, the first by shard file name, so two
 writers that raced and landed one id twice are still read once. DuckDB allows one read-write
 process per file: flows that run side by side query the lake through `in_memory` and only the
-final refresh touches the file; analysts open it with `read_only=True`.
+final refresh touches the file, waiting (up to LOCK_WAIT_S) while another process holds it;
+analysts open it with `read_only=True`.
 """
 
 from __future__ import annotations
@@ -31,12 +33,19 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import fsspec
 import pyarrow as pa
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from tasks.adapters.lake import Lake
 from tasks.core.tables import TableSpec
 
 if TYPE_CHECKING:
     from tasks.adapters.settings import Settings
+
+LOCK_WAIT_S = 60.0  # a refresh takes well under a second; two runs ending together wait in turn
+
+
+def _locked(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.IOException) and "Could not set lock" in str(exc)
 
 
 class Warehouse:
@@ -47,7 +56,9 @@ class Warehouse:
         self.lake = lake
         if self.path is not None and not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(path), read_only=read_only)
+        self.con = Retrying(retry=retry_if_exception(_locked), stop=stop_after_delay(LOCK_WAIT_S),
+                            wait=wait_random_exponential(0.05, 2), reraise=True)(
+            duckdb.connect, str(path), read_only=read_only)
         # Else DuckDB resolves an unknown table name against the Python names of `query` (e.g.
         # `annotations` from this module) and fails with a baffling "replacement scan" error.
         # SET, not connect(config=...): a config would clash with other connections to the file.

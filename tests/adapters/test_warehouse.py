@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -168,3 +169,17 @@ def test_stream_yields_batches_of_at_most_rows_that_concatenate_to_the_query(loc
         assert next(stream).column("n").to_pylist() == [0, 1, 2, 3, 4]
         stream.close()
         assert wh.query("SELECT count(*) AS k FROM numbers") == [{"k": 103}]
+
+
+def test_a_second_process_waits_for_the_file_lock_instead_of_failing(tmp_path):
+    # two runs ending together refresh the views of one file: the second waits its turn
+    path = tmp_path / "w.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+        "time.sleep(1.5); con.close()"), str(path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    with Warehouse(path, Lake(str(tmp_path / "lake"))) as wh:
+        assert wh.query("SELECT 1 AS one") == [{"one": 1}]
+    assert time.monotonic() - started > 0.5  # it did wait for the other process
+    holder.wait(timeout=10)
