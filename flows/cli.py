@@ -330,9 +330,9 @@ simulated spend ${cost:.2f}""")
 
 
 def _japanese(sets: dict) -> str:
-    lines = [f"{kind} {t.counts.records_written} records ({t.counts.calls_paid} calls, "
-             f"{t.counts.records_flagged} flagged)\n    {t.folder}" for kind, t in sets.items()]
-    return "\n  ".join(lines)
+    lines = [f"\n    {kind}: {t.counts.records_written} records ({t.counts.calls_paid} calls, "
+             f"{t.counts.records_flagged} flagged)\n      {t.folder}" for kind, t in sets.items()]
+    return "(first 5 records of each split)" + "".join(lines)
 
 
 def _splits(export) -> str:
