@@ -27,7 +27,7 @@ from tasks.core.translate.recipe import TranslateRecipe
 from tasks.core.translate.work import plan_text
 from tasks.core.yamlconf import load_recipe
 from tasks.reporting import markdown_table, publish_summary, write_manifest
-from tasks.translate.sets import TranslateExport, input_splits, record_batches, translate_set
+from tasks.translate.sets import TranslateExport, record_batches, translate_set
 
 
 class TranslateParams(BaseModel):
@@ -75,17 +75,16 @@ def dry_run(params: TranslateParams) -> dict[str, Any]:
     tin = tout = 0
     unique: Counter[bytes] = Counter()  # digests: the texts themselves would fill memory
     records = 0
-    for url, options in input_splits(res.lake, recipe.input_path()).values():
-        for batch in record_batches(url, options, recipe):
-            records += len(batch)
-            for row in batch:
-                for slot in fields.slots(row, recipe.set, recipe.feedback):
-                    for chunk in plan_text(slot.text, spec).chunks:
-                        digest = hashlib.blake2b(chunk.text.encode(), digest_size=16).digest()
-                        if digest not in unique:  # a repeat is a journal hit: free
-                            tin += system + estimate_tokens(chunk.text)
-                            tout += estimate_tokens(chunk.text)
-                        unique[digest] += 1
+    for batch in record_batches(res, recipe):
+        records += len(batch)
+        for row in batch:
+            for slot in fields.slots(row, recipe.set, recipe.feedback):
+                for chunk in plan_text(slot.text, spec).chunks:
+                    digest = hashlib.blake2b(chunk.text.encode(), digest_size=16).digest()
+                    if digest not in unique:  # a repeat is a journal hit: free
+                        tin += system + estimate_tokens(chunk.text)
+                        tout += estimate_tokens(chunk.text)
+                    unique[digest] += 1
     return {"recipe": str(Path(params.recipe)), "set": recipe.set, "lang": spec.lang,
             "records": records, "chunks": sum(unique.values()), "unique_chunks": len(unique),
             "input_tokens": tin, "output_tokens": tout,

@@ -242,6 +242,11 @@ class Lake:
         """The bytes at `relpath` (FileNotFoundError if absent)."""
         return self.fs.cat_file(self._path(_relpath(relpath)))
 
+    def open(self, relpath: str) -> BinaryIO:
+        """The object at `relpath` for reading, seekable (a Parquet footer without the rest);
+        FileNotFoundError if absent."""
+        return self.fs.open(self._path(_relpath(relpath)), "rb")
+
     def exists(self, relpath: str) -> bool:
         """Whether an object (or a shard directory) exists at `relpath`."""
         return self.fs.exists(self._path(_relpath(relpath)))

@@ -4,23 +4,31 @@
     exports/<set>-<lang>/<name>/data/<split>.parquet   the input's splits, translated records
     exports/<set>-<lang>/<name>/data/<split>.jsonl     the same records as JSON lines
     exports/<set>-<lang>/<name>/flags.jsonl            every flagged record and its reasons
+    exports/<set>-<lang>/<name>/overview/<split>.jsonl (recipe `overview`) the overview's layout
     exports/<set>-<lang>/<name>/README.md              card: translator, date, checks, counts
     exports/<set>-<lang>/<name>/dataset/               `datasets.DatasetDict.save_to_disk`
 
 A raw export (one Parquet file) is the split `train`, as on the Hub; a derived set keeps each of
-its splits, row for row. Records go through in batches of `batch_records`: their chunks share
-calls, and the journal answers every chunk already paid for, so a rerun (or a run killed and run
-again) pays only for chunks not answered before.
+its splits, row for row. The work runs on the shard engine (tasks/shards.py): each block of
+`batch_records` rows is one shard task that takes the block's lease, reads its rows from the
+input, translates them through the gateway and lands them in the lake
+(tasks/core/translate/blocks.py). Publishing then streams the landed blocks, in order, into the
+files above. A rerun finds the landed blocks and pays nothing; a run killed midway lands again
+only the blocks it had not landed, whose chunks the journal mostly answers, so it repays at
+most the calls in flight at the kill.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +40,38 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.adapters.errors import ConfigError, UltraforgeError
-from tasks.adapters.lake import WRITER_OPTIONS, Lake
-from tasks.adapters.resources import current, run
+from tasks.adapters.lake import WRITER_OPTIONS, Lake, parquet_bytes
+from tasks.adapters.resources import Resources, current, run
 from tasks.core.derived.card import Card, render_card, split_path
+from tasks.core.shards import ShardSummary
 from tasks.core.translate import fields
+from tasks.core.translate.blocks import (
+    ROW,
+    STATS_KEY,
+    Block,
+    BlockStats,
+    RecordFlag,
+    block_key,
+    block_path,
+    plan_blocks,
+    work_fingerprint,
+)
+from tasks.core.translate.overview import overview_record
 from tasks.core.translate.prompt import language_name
 from tasks.core.translate.recipe import TranslateRecipe
 from tasks.core.usage import UsageRow, merge_usage, usage_of
 from tasks.derived.dpo import read_schema, resolve_input
 from tasks.derived.publish import DATASET_DIR, save_dataset_dict
-from tasks.translate.engine import TranslationRun, translate_texts
+from tasks.shards import SHARD_TASK, claimed, run_shards
+from tasks.translate.engine import translate_texts
 
 FLAG_EXAMPLES = 20  # flagged records named in the summary
+ORIGINALS = {  # what the card says of the kept originals
+    "columns": "Each translated column is followed by its original (`*_{lang}`).",
+    "inline": "Each translated text inside a struct is followed by its original (`<field>_{lang}`); "
+              "top-level texts and lists of texts by an original column (`*_{lang}`).",
+    "none": "The originals are not kept: join on the ids to the English set.",
+}
 
 
 class TranslateCounts(BaseModel):
@@ -102,36 +130,208 @@ def input_splits(lake: Lake, where: str) -> dict[str, tuple[str, dict]]:
     return {n.removesuffix(".parquet"): (f"{url}/{n}", options) for n in names}
 
 
-@task(name="translate-set", cache_policy=NO_CACHE)
-def translate_set(recipe: TranslateRecipe) -> TranslateExport:
-    """Every split of the input translated and published (see the module docstring)."""
-    res = current()
+class Input(BaseModel):
+    """The input's splits and the work on them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    splits: dict[str, tuple[str, dict]] = Field(description="split → (URL, fsspec options).")
+    rows: dict[str, int] = Field(description="Rows of each split.")
+    fingerprint: str
+    blocks: list[Block]
+
+
+def plan(res: Resources, recipe: TranslateRecipe) -> Input:
+    """The input's splits, their sizes and the blocks to translate; refuses a translator that is
+    not in the pool and an input whose columns the originals would clash with."""
     if recipe.translation.model not in res.pool.models:
         raise ConfigError(f"translation.model: {recipe.translation.model!r} is not in the model pool")
     splits = input_splits(res.lake, recipe.input_path())
-    base = output_folder(recipe)
+    rows = {}
+    for split, (url, options) in splits.items():
+        try:
+            output_schema(recipe, read_schema(url, options))
+        except ValueError as exc:
+            raise ConfigError(f"input {url}: {exc}") from None
+        with fsspec.open(url, "rb", **options) as f:
+            rows[split] = pq.ParquetFile(f).metadata.num_rows
+    fingerprint = work_fingerprint(recipe, res.pool.api_model(recipe.translation.model))
+    return Input(splits=splits, rows=rows, fingerprint=fingerprint,
+                 blocks=plan_blocks(rows, recipe.batch_records, recipe.limit))
+
+
+def output_schema(recipe: TranslateRecipe, source: pa.Schema) -> pa.Schema:
+    return fields.translated_schema(source, recipe.set, recipe.source_lang, recipe.originals,
+                                    recipe.feedback)
+
+
+def translate_set(recipe: TranslateRecipe) -> TranslateExport:
+    """Every block of every split translated as a shard, then the set published (module
+    docstring)."""
+    res = current()
+    work = plan(res, recipe)
     if recipe.translation.route == "batch":
         res.gateway.batches.configure(**recipe.batch.model_dump(exclude={"max_wait_s"}))
-    counts = TranslateCounts()
-    tally = _Tally()
+    summaries = run_shards([partial(translate_block.submit, recipe, work.fingerprint, b)
+                            for b in work.blocks], recipe.max_parallel_shards,
+                           f"translate {recipe.set} → {recipe.lang}")
+    if pending := sum(s.pending for s in summaries):
+        raise UltraforgeError(f"{pending} chunks still wait in batches (batch.wait_s "
+                              f"{recipe.batch.wait_s:g} s): nothing is published; run again to "
+                              "collect them, without paying again")
+    return publish_translation(recipe, work, merge_usage([u for s in summaries for u in s.usage]))
+
+
+@task(name="translate-block", **SHARD_TASK)
+def translate_block(recipe: TranslateRecipe, fingerprint: str, block: Block) -> ShardSummary:
+    """Translate one block of rows and land it; a small summary."""
+    res = current()
+    return run(_translate_block(res, recipe, fingerprint, block))
+
+
+async def _translate_block(res: Resources, recipe: TranslateRecipe, fingerprint: str,
+                           block: Block) -> ShardSummary:
+    key, path = block_key(fingerprint, block), block_path(fingerprint, block)
+    async with claimed(res.lake, key) as waited:
+        landed = await asyncio.to_thread(landed_stats, res.lake, path)
+        if landed is not None and landed.complete:
+            return ShardSummary(stage="translation", key=key, status="skipped",
+                                items=landed.records, waited_s=waited)
+        url, options = input_splits(res.lake, recipe.input_path())[block.split]
+        records = await asyncio.to_thread(read_rows, url, options, block.start, block.stop)
+        schema = output_schema(recipe, await asyncio.to_thread(read_schema, url, options))
+        out, stats, results = await _translate(res, recipe, fingerprint, block, records)
+        usage = usage_of("translation", results, res.pool.cost)
+        pending = stats.chunk_flags.get("pending", 0)
+        if not pending:  # a block waiting in batches lands nothing: the rerun collects it
+            table = pa.Table.from_pylist(out, schema=schema.append(pa.field(ROW, pa.int64())))
+            table = table.replace_schema_metadata({**(schema.metadata or {}),
+                                                   STATS_KEY: stats.model_dump_json().encode()})
+            await asyncio.to_thread(res.lake.write_bytes, path, parquet_bytes(table))
+        status = "pending" if pending else "partial" if stats.failed else "done"
+        return ShardSummary(stage="translation", key=key, status=status, items=len(records),
+                            rows=len(out), failures=stats.failed, pending=pending,
+                            waited_s=waited, usage=usage)
+
+
+def landed_stats(lake: Lake, path: str) -> BlockStats | None:
+    """The stats of the block landed at `path` (its footer only), or None."""
+    try:
+        with lake.open(path) as f:
+            metadata = pq.read_schema(f).metadata or {}
+    except FileNotFoundError:
+        return None
+    return BlockStats.model_validate_json(metadata[STATS_KEY])
+
+
+def read_rows(url: str, options: dict, start: int, stop: int) -> list[dict[str, Any]]:
+    """Rows [start, stop) of a Parquet file, reading only the row groups that hold them."""
+    with fsspec.open(url, "rb", **options) as f:
+        pf = pq.ParquetFile(f)
+        groups, first, at = [], None, 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if at < stop and at + n > start:
+                groups.append(g)
+                first = at if first is None else first
+            at += n
+        if not groups:
+            return []
+        table = pf.read_row_groups(groups)
+    return table.slice(start - first, stop - start).to_pylist()
+
+
+async def _translate(res: Resources, recipe: TranslateRecipe, fingerprint: str, block: Block,
+                     records: list[dict[str, Any]]):
+    """Each record translated (with its row in the split, records without a translation left
+    out), the block's stats, and every call's result."""
+    slots = [fields.slots(r, recipe.set, recipe.feedback) for r in records]
+    texts = [s.text for record_slots in slots for s in record_slots]
+    outcomes, run_ = await translate_texts(res.gateway, recipe.translation, texts)
+    out, flagged, i = [], [], 0
+    for offset, (record, record_slots) in enumerate(zip(records, slots, strict=True)):
+        row = block.start + offset
+        mine = outcomes[i:i + len(record_slots)]
+        i += len(record_slots)
+        reasons: dict[str, str] = {}
+        for o in mine:
+            for reason, detail in o.flags.items():
+                reasons.setdefault(reason, detail)
+        complete = all(o.text is not None for o in mine)
+        if reasons:
+            flagged.append(RecordFlag(row=row, record=_who(record, block.split, row),
+                                      reasons=reasons, translated=complete))
+        if complete:
+            texts_at = {s.path: o.text for s, o in zip(record_slots, mine, strict=True)}
+            out.append({**fields.translated(record, recipe.set, texts_at, recipe.source_lang,
+                                            recipe.originals, recipe.feedback), ROW: row})
+    stats = BlockStats(fingerprint=fingerprint, block=block, records=len(records),
+                       texts=run_.texts, chunks=run_.chunks, unique_chunks=run_.unique_chunks,
+                       retranslations=run_.retranslations, flagged_chunks=run_.flagged_chunks,
+                       chunk_flags=run_.flags, failed=run_.flags.get("failed", 0), flagged=flagged)
+    return out, stats, run_.results
+
+
+@task(name="publish-translation", cache_policy=NO_CACHE)
+def publish_translation(recipe: TranslateRecipe, work: Input, usage: list[UsageRow]) -> TranslateExport:
+    """The landed blocks streamed, in order, into the set's files (module docstring)."""
+    res = current()
+    base = output_folder(recipe)
+    counts = TranslateCounts(calls_paid=sum(u.requests for u in usage),
+                             calls_from_journal=sum(u.from_journal for u in usage))
+    chunk_flags: Counter[str] = Counter()
+    record_flags: Counter[str] = Counter()
+    examples: list[str] = []
     rows: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="ultraforge-translate-") as tmp:
         folder = Path(tmp) / "set"
         (folder / "data").mkdir(parents=True)
+        if recipe.overview:
+            (folder / "overview").mkdir()
         with open(folder / "flags.jsonl", "w", encoding="utf-8") as flag_file:
-            for split, (url, options) in splits.items():
-                source = read_schema(url, options)
-                schema = fields.translated_schema(source, recipe.set, recipe.source_lang)
-                rows[split] = _split(recipe, split, url, options, schema, folder, flag_file,
-                                     counts, tally)
-        if tally.pending:
-            raise UltraforgeError(f"{tally.pending} chunks still wait in batches (batch.wait_s "
-                              f"{recipe.batch.wait_s:g} s): nothing is published; run again to "
-                              "collect them, without paying again")
-        usage = merge_usage(tally.usage)
-        counts.calls_paid = sum(u.requests for u in usage)
-        counts.calls_from_journal = sum(u.from_journal for u in usage)
-        card = _card(recipe, rows, counts, tally, res.pool.api_model(recipe.translation.model))
+            for split, (url, options) in work.splits.items():
+                schema = output_schema(recipe, read_schema(url, options))
+                rows[split] = 0
+                with pq.ParquetWriter(folder / split_path(split), schema, **WRITER_OPTIONS) as parquet, \
+                        open(folder / f"data/{split}.jsonl", "w", encoding="utf-8") as jsonl, \
+                        _maybe_open(folder / f"overview/{split}.jsonl", recipe.overview) as overview:
+                    for block in (b for b in work.blocks if b.split == split):
+                        table, stats = _read_block(res.lake, work.fingerprint, block)
+                        counts.records_read += stats.records
+                        for name in ("texts", "chunks", "unique_chunks", "retranslations",
+                                     "flagged_chunks"):
+                            setattr(counts, name, getattr(counts, name) + getattr(stats, name))
+                        chunk_flags.update(stats.chunk_flags)
+                        excluded = set()
+                        for flag in stats.flagged:
+                            counts.records_flagged += 1
+                            record_flags.update(flag.reasons.keys())
+                            if len(examples) < FLAG_EXAMPLES:
+                                examples.append(f"{flag.record}: " + "; ".join(
+                                    f"{r}: {d}" for r, d in flag.reasons.items()))
+                            left_out = recipe.flagged == "exclude" or not flag.translated
+                            if left_out:
+                                excluded.add(flag.row)
+                            flag_file.write(json.dumps(
+                                {"split": split, "row": flag.row, "record": flag.record,
+                                 "excluded": left_out, "reasons": flag.reasons},
+                                ensure_ascii=False) + "\n")
+                        counts.records_excluded += len(excluded)
+                        if excluded:
+                            table = table.filter(pa.array([r not in excluded for r in
+                                                           table.column(ROW).to_pylist()],
+                                                          pa.bool_()))
+                        table = table.drop_columns([ROW]).cast(schema)
+                        parquet.write_table(table)
+                        records = table.to_pylist()
+                        jsonl.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+                        if overview is not None:
+                            overview.writelines(json.dumps(overview_record(r, recipe.set),
+                                                           ensure_ascii=False) + "\n" for r in records)
+                        rows[split] += table.num_rows
+        counts.records_written = sum(rows.values())
+        card = _card(recipe, rows, counts, chunk_flags, record_flags,
+                     res.pool.api_model(recipe.translation.model))
         (folder / "README.md").write_text(render_card(card), encoding="utf-8")
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             with open(path, "rb") as src, res.lake.writer(f"{base}/{path.relative_to(folder)}") as dst:
@@ -139,100 +339,32 @@ def translate_set(recipe: TranslateRecipe) -> TranslateExport:
         dataset_dict = save_dataset_dict(res.lake, f"{base}/{DATASET_DIR}", folder,
                                          {s: s for s in rows}, Path(tmp) / "cache")
     return TranslateExport(folder=res.lake.url(base), rows=rows, counts=counts,
-                           flags=dict(sorted(tally.chunk_flags.items())),
-                           flagged_records=dict(sorted(tally.record_flags.items())),
-                           flagged_examples=tally.examples, usage=usage,
+                           flags=dict(sorted(chunk_flags.items())),
+                           flagged_records=dict(sorted(record_flags.items())),
+                           flagged_examples=examples, usage=usage,
                            card=res.lake.url(f"{base}/README.md"), dataset_dict=dataset_dict)
 
 
-class _Tally:
-    """What a run adds up batch by batch: usage rows (not the results themselves, so memory
-    does not grow with the set), chunk and record flags, examples, pending chunks."""
-
-    def __init__(self) -> None:
-        self.usage: list[UsageRow] = []
-        self.chunk_flags: Counter[str] = Counter()
-        self.record_flags: Counter[str] = Counter()
-        self.examples: list[str] = []
-        self.pending = 0
-
-    def add(self, run_: TranslationRun, counts: TranslateCounts) -> None:
-        self.usage = merge_usage([*self.usage, *usage_of("translation", run_.results, current().pool.cost)])
-        self.chunk_flags.update(run_.flags)
-        self.pending += run_.flags.get("pending", 0)
-        for name in ("texts", "chunks", "unique_chunks", "retranslations", "flagged_chunks"):
-            setattr(counts, name, getattr(counts, name) + getattr(run_, name))
+def _read_block(lake: Lake, fingerprint: str, block: Block) -> tuple[pa.Table, BlockStats]:
+    path = block_path(fingerprint, block)
+    try:
+        table = pq.read_table(pa.BufferReader(lake.read_bytes(path)))
+    except FileNotFoundError:
+        raise UltraforgeError(f"block {block.split} rows {block.start}-{block.stop} is not "
+                              f"landed ({lake.url(path)}): run again") from None
+    return table, BlockStats.model_validate_json(table.schema.metadata[STATS_KEY])
 
 
-def _split(recipe: TranslateRecipe, split: str, url: str, options: dict, schema: pa.Schema,
-           folder: Path, flag_file, counts: TranslateCounts, tally: _Tally) -> int:
-    """One split translated into `folder`/data/<split>.{parquet,jsonl}; rows written."""
-    written, row_ix = 0, 0
-    with pq.ParquetWriter(folder / split_path(split), schema, **WRITER_OPTIONS) as parquet, \
-            open(folder / f"data/{split}.jsonl", "w", encoding="utf-8") as jsonl:
-        for records in record_batches(url, options, recipe):
-            out, run_ = _translate(recipe, records)
-            tally.add(run_, counts)
-            kept = []
-            for record, (row, reasons) in zip(records, out, strict=True):
-                counts.records_read += 1
-                if reasons:
-                    counts.records_flagged += 1
-                    who = _who(record, split, row_ix)
-                    tally.record_flags.update(reasons.keys())
-                    if len(tally.examples) < FLAG_EXAMPLES:
-                        tally.examples.append(f"{who}: " + "; ".join(f"{r}: {d}" for r, d in reasons.items()))
-                    excluded = recipe.flagged == "exclude" or row is None
-                    flag_file.write(json.dumps({"split": split, "row": row_ix, "record": who,
-                                                "excluded": excluded, "reasons": reasons},
-                                               ensure_ascii=False) + "\n")
-                    if excluded:
-                        counts.records_excluded += 1
-                        row_ix += 1
-                        continue
-                kept.append(row)
-                row_ix += 1
-            if kept:
-                parquet.write_table(pa.Table.from_pylist(kept, schema=schema))
-                jsonl.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
-            written += len(kept)
-            counts.records_written += len(kept)
-    return written
+def _maybe_open(path: Path, wanted: bool):
+    return open(path, "w", encoding="utf-8") if wanted else contextlib.nullcontext()
 
 
-def record_batches(url: str, options: dict, recipe: TranslateRecipe) -> Iterator[list[dict[str, Any]]]:
-    """The split's records in batches of `batch_records`, the first `limit` only if set."""
-    left = recipe.limit
-    with fsspec.open(url, "rb", **options) as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=recipe.batch_records):
-            records = batch.to_pylist()
-            if left is not None:
-                records, left = records[:left], left - min(left, len(records))
-            if not records:
-                return
-            yield records
-
-
-def _translate(recipe: TranslateRecipe, records: list[dict[str, Any]]
-               ) -> tuple[list[tuple[dict | None, dict[str, str]]], TranslationRun]:
-    """Each record translated (None when a chunk has no translation) with its flags."""
-    slots = [fields.slots(r, recipe.set, recipe.feedback) for r in records]
-    texts = [s.text for record_slots in slots for s in record_slots]
-    outcomes, run_ = run(translate_texts(current().gateway, recipe.translation, texts))
-    out, i = [], 0
-    for record, record_slots in zip(records, slots, strict=True):
-        mine = outcomes[i:i + len(record_slots)]
-        i += len(record_slots)
-        reasons: dict[str, str] = {}
-        for o in mine:
-            for reason, detail in o.flags.items():
-                reasons.setdefault(reason, detail)
-        if any(o.text is None for o in mine):
-            out.append((None, reasons))
-            continue
-        texts_at = {s.path: o.text for s, o in zip(record_slots, mine, strict=True)}
-        out.append((fields.translated(record, recipe.set, texts_at, recipe.source_lang), reasons))
-    return out, run_
+def record_batches(res: Resources, recipe: TranslateRecipe) -> Iterator[list[dict[str, Any]]]:
+    """The records of every block of the plan, block by block (the dry run's view)."""
+    work = plan(res, recipe)
+    for block in work.blocks:
+        url, options = work.splits[block.split]
+        yield read_rows(url, options, block.start, block.stop)
 
 
 def _who(record: dict[str, Any], split: str, row: int) -> str:
@@ -242,15 +374,15 @@ def _who(record: dict[str, Any], split: str, row: int) -> str:
 
 
 def _card(recipe: TranslateRecipe, rows: dict[str, int], counts: TranslateCounts,
-          tally: _Tally, api_model: str) -> Card:
+          chunk_flags: Counter[str], record_flags: Counter[str], api_model: str) -> Card:
     lang = language_name(recipe.lang)
     return Card(
         title=f"{recipe.set} ({lang})",
         summary=(f"The {recipe.set} set with its text fields translated into {lang} by "
                  f"`{api_model}` (pool model `{recipe.translation.model}`) on "
                  f"{dt.date.today().isoformat()}. Ids, prompt ids, models, principles, ratings, "
-                 f"types, scores and splits are those of the English set; each translated "
-                 f"column is followed by its original (`*_{recipe.source_lang}`)."),
+                 f"types, scores and splits are those of the English set. "
+                 + ORIGINALS[recipe.originals].format(lang=recipe.source_lang)),
         rule=[
             "Protected spans (code blocks, inline code, URLs, special tokens, `Confidence:` "
             "lines) were replaced by placeholders, so they come back byte for byte.",
@@ -265,8 +397,8 @@ def _card(recipe: TranslateRecipe, rows: dict[str, int], counts: TranslateCounts
         splits=rows,
         # what the set is, not what this run paid: a rerun from the journal gives the same card
         counts={**counts.model_dump(exclude={"calls_paid", "calls_from_journal"}),
-                **{f"flagged chunks: {k}": v for k, v in sorted(tally.chunk_flags.items())},
-                **{f"flagged records: {k}": v for k, v in sorted(tally.record_flags.items())}},
+                **{f"flagged chunks: {k}": v for k, v in sorted(chunk_flags.items())},
+                **{f"flagged records: {k}": v for k, v in sorted(record_flags.items())}},
         recipe=recipe.model_dump(mode="json"),
         tags=["translation", recipe.lang],
     )

@@ -8,7 +8,9 @@ jittered exponential backoff; fatal ones (quota, request too large, any other 4x
 FatalAPIError naming the endpoint; a request the endpoint rejects on its own merits (context
 length, content filter) comes back as a ChatResult with `error` set. Every success is journaled
 before it is returned (group commits, see journal.py), and a request whose content
-key is journaled is never sent again; `complete_all` looks a whole batch up in one query.
+key is journaled is never sent again; `complete_all` looks a whole batch up in one query. A
+request whose key is on its way already (another shard of the run asked the same thing a moment
+earlier) is not sent either: it waits for that call's result.
 
 One Gateway serves a whole run in one process: every shard's requests go through it on one event
 loop (tasks/shards.py), over one long-lived HTTP client per endpoint. The first fatal error stops
@@ -99,6 +101,7 @@ class Gateway:
         self._clients: dict[str, openai.AsyncOpenAI] = {}
         self._in_flight: set[asyncio.Task] = set()
         self._on_the_wire: set[asyncio.Task] = set()
+        self._sending: dict[str, asyncio.Future[ChatResult]] = {}  # key → the call paying for it
         self.fatal: FatalAPIError | None = None
         self.fatal_at: float | None = None  # time.monotonic() of the first fatal error
         self.last_sent_at: float | None = None  # time.monotonic() of the last request sent
@@ -127,9 +130,23 @@ class Gateway:
         if self.fatal is not None:
             raise self.fatal
         task = asyncio.current_task()
+        while (leader := self._sending.get(key)) is not None:
+            try:  # the same key on its way for another call: its result, paid once
+                shared = await asyncio.shield(leader)
+            except asyncio.CancelledError:
+                if task.cancelling():  # this call itself was cancelled
+                    raise
+                continue  # that call was cancelled before an answer: send it ourselves
+            self._count(request.model, spec.endpoint, "journal")
+            return shared.model_copy(update={"from_journal": True})
+        if self.fatal is not None:
+            raise self.fatal
+        mine = self._sending[key] = asyncio.get_running_loop().create_future()
         self._in_flight.add(task)
         try:
-            return await self._send_with_retries(request, api_model, params, key)
+            result = await self._send_with_retries(request, api_model, params, key)
+            mine.set_result(result)
+            return result
         except FatalAPIError as exc:
             self.abort(exc)
             raise
@@ -138,6 +155,8 @@ class Gateway:
                 raise self.fatal from None
             raise
         finally:
+            mine.cancel()  # no-op once answered; otherwise the waiters send it themselves
+            del self._sending[key]
             self._in_flight.discard(task)
 
     def abort(self, exc: FatalAPIError) -> None:
@@ -166,8 +185,13 @@ class Gateway:
             ):
                 with attempt:
                     result.attempts += 1
-                    await self._send(spec.endpoint, endpoint, limiter, api_model,
-                                     list(request.messages), params, result)
+                    try:
+                        await self._send(spec.endpoint, endpoint, limiter, api_model,
+                                         list(request.messages), params, result)
+                    except RetryableAPIError as exc:
+                        metrics.RETRYABLE.labels(request.model, spec.endpoint,
+                                                 str(exc.status or "none")).inc()
+                        raise
         except RetryableAPIError as exc:
             self._count(request.model, spec.endpoint, "failed")
             return result.model_copy(update={"error": f"{endpoint.base_url}: gave up after "
