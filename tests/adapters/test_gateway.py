@@ -231,3 +231,33 @@ def test_degenerate_azure_style_headers_do_not_stall_or_mislead_the_gateway(make
     limiter = limiter_for(pool.endpoints["sim"].base_url, "m", pool.limits("m"))
     assert limiter.paused_until < time.monotonic()  # "remaining 0, reset 0s" never paused it
     assert limiter.adaptive == (not configured)  # -1 limits were not taken as real limits
+
+
+def test_a_request_on_its_way_for_another_call_is_awaited_not_paid_twice(make_simulator, tmp_path):
+    sim = make_simulator("unlimited", overrides={"latency.ttft_s": 0.3, "latency.per_token_s": 0})
+    gateway = Gateway(make_pool(sim.base_url), Journal(tmp_path / "j"), {})
+    same = requests(3, "shared")
+
+    async def go():
+        try:
+            # two shards asking the same three things at once; then a call whose first asker
+            # is cancelled before the answer: the second asks itself
+            first, second = await asyncio.gather(gateway.complete_all(same), gateway.complete_all(same))
+            paid.append(sim.stats()["by_outcome"]["ok"])
+            lone = requests(1, "lone")
+            leader = asyncio.create_task(gateway.complete_all(lone))
+            await asyncio.sleep(0.05)
+            follower = asyncio.create_task(gateway.complete_all(lone))
+            await asyncio.sleep(0.05)
+            leader.cancel()
+            return first, second, await follower
+        finally:
+            await gateway.aclose()
+
+    paid: list[int] = []
+    first, second, lone = asyncio.run(go())
+    assert paid == [3]
+    assert [r.text for r in first] == [r.text for r in second] and all(r.ok for r in first + second)
+    assert sorted(r.from_journal for r in first + second) == [False] * 3 + [True] * 3
+    assert lone[0].ok and not lone[0].from_journal
+    assert sim.stats()["requests"] == 3 + 2  # the cancelled leader's call, and the follower's

@@ -5,6 +5,11 @@ originals kept, the same splits; a rerun makes no call; repeated system prompts 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.translate import TranslateParams, dry_run, translate
+from tasks.adapters.errors import ConfigError
 from tasks.adapters.settings import Settings
 from tasks.core.derived.binarize import DPO_SCHEMA
 from tasks.core.derived.sft import SFT_SCHEMA
@@ -184,3 +190,99 @@ def test_a_reply_that_lost_a_protected_span_is_no_translation_even_when_flagged_
     assert out.rows == {"train": 0} and out.counts.records_excluded == 6
     assert all(line["excluded"] and "spans_damaged" in line["reasons"]
                for line in flag_lines(lake, folder))
+
+
+def test_inline_originals_sit_beside_each_text_and_the_overview_layout_lists_each_annotation(
+        prefect_api, env):
+    sim, lake = env
+    translate(TranslateParams(set="ultrafeedback", overrides=[
+        "originals=inline", "overview=true", "feedback=true"]))
+    folder = lake / "exports/ultrafeedback-ja/ultrafeedback"
+    english = pq.read_table(lake / "exports/ultrafeedback/ultrafeedback.parquet").to_pylist()
+    japanese = pq.read_table(folder / "data/train.parquet").to_pylist()
+    for en, ja in zip(english, japanese, strict=True):
+        assert ja["instruction_en"] == en["instruction"] != ja["instruction"]
+        assert "completions_en" not in ja  # inline: the originals are inside the completions
+        for c_en, c_ja in zip(en["completions"], ja["completions"], strict=True):
+            assert c_ja["response_en"] == c_en["response"] != c_ja["response"]
+            assert c_ja["custom_system_prompt_en"] == c_en["custom_system_prompt"]
+            assert c_ja["annotations"]["honesty"]["Rationale_en"] == c_en["annotations"]["honesty"]["Rationale"]
+            assert c_ja["annotations"]["truthfulness"]["Type"] == c_en["annotations"]["truthfulness"]["Type"]
+    overview = [json.loads(line) for line in (folder / "overview/train.jsonl").read_text().splitlines()]
+    assert len(overview) == len(english)
+    for en, ov, ja in zip(english, overview, japanese, strict=True):
+        assert list(ov) == ["source", "id", "instruction", "models", "completions"]
+        assert (ov["source"], ov["id"], ov["models"]) == (en["source"], en["id"], en["models"])
+        assert ov["instruction"] == ja["instruction"]
+        first = ov["completions"][0]
+        assert list(first) == ["model", "principle", "custom_system_prompt", "response", "annotations"]
+        assert first["annotations"]["honesty"] == [{
+            "Rating": "4", "Rationale": ja["completions"][0]["annotations"]["honesty"]["Rationale"]}]
+        assert list(first["annotations"]["truthfulness"][0]) == [
+            "Type", "Rationale", "Rating", "Rationale For Rating"]
+
+
+def test_an_input_that_holds_the_originals_column_already_is_refused_naming_it(prefect_api, env):
+    sim, lake = env
+    translate(TranslateParams(set="sft"))
+    again = ["input=exports/sft-ja/ultrachat_200k", "name=twice"]
+    with pytest.raises(ConfigError, match=r"column 'messages_en'.*translated already"):
+        translate(TranslateParams(set="sft", overrides=again))
+    assert translate(TranslateParams(set="sft", overrides=[*again, "source_lang=ja1"])).rows
+
+
+def sft_inputs(lake: Path, n: int) -> None:
+    """An SFT set of `n` distinct dialogues (the only set in the lake)."""
+    rows = [{"prompt": messages(i)[0]["content"], "prompt_id": f"p{i}", "messages": messages(i)}
+            for i in range(n)]
+    folder = lake / "exports/sft/many/data"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SFT_SCHEMA), folder / "train_sft.parquet")
+
+
+def published(lake: Path) -> dict[str, bytes]:
+    folder = lake / "exports/sft-ja/many"
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and "dataset" not in p.parts}
+
+
+def test_a_run_killed_mid_translation_then_rerun_gives_the_same_set_repaying_at_most_the_calls_in_flight(
+        prefect_api, make_simulator, tmp_path):
+    concurrency = 8
+    sim = make_simulator("unlimited", seed=3, overrides={"latency.ttft_s": 0.1,
+                                                         "latency.per_token_s": 0.004})
+    pool = fast_pool(tmp_path, concurrency=concurrency)
+    command = [str(Path(sys.executable).parent / "ultraforge"), "translate", "--set", "sft",
+               "--param", "input=exports/sft/many", "--param", "batch_records=5"]
+
+    def env_for(name: str) -> tuple[dict[str, str], Path]:
+        settings = settings_in(tmp_path / name)
+        sft_inputs(Path(settings.lake), 60)
+        return {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_LOGGING_LEVEL": "WARNING",
+                **settings_env(settings, sim.base_url, pool)}, Path(settings.lake)
+
+    clean_env, clean_lake = env_for("clean")
+    clean = subprocess.run(command, env=clean_env, capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    unique = sim.stats()["requests"]
+    assert unique == json.loads(clean.stdout)["counts"]["unique_chunks"] == 120
+
+    env_, lake = env_for("killed")
+    proc = subprocess.Popen(command, env=env_, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while sim.stats()["requests"] < unique + 50:  # well into the run: some blocks landed
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = sim.stats()["requests"] - unique
+    assert killed_at < unique, "killed too late: the run had finished"
+    assert list((lake / "work/translate").rglob("*.parquet")), "no block had landed before the kill"
+
+    rerun = subprocess.run(command, env=env_, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    repaid = sim.stats()["requests"] - 2 * unique
+    assert 0 <= repaid <= concurrency, (killed_at, repaid)
+    assert published(lake) == published(clean_lake)  # the same files, byte for byte

@@ -4,6 +4,7 @@ unchanged, the originals kept beside them as `<column>_en`."""
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 from tasks.core.derived.binarize import DPO_SCHEMA
 from tasks.core.derived.sft import SFT_SCHEMA
@@ -95,3 +96,38 @@ def test_the_translated_schema_has_each_text_column_followed_by_its_original():
     _, out = upper_all({"prompt": "Hi?", "prompt_id": "a", "messages": [{"content": "Hi?", "role": "user"}]},
                        "sft")
     assert pa.Table.from_pylist([out], schema=translated_schema(SFT_SCHEMA, "sft", "en")).num_rows == 1
+
+
+def test_inline_originals_go_beside_each_text_in_its_struct_and_the_rows_fit_the_schema():
+    found = slots(UF, "ultrafeedback", feedback=True)
+    out = translated(UF, "ultrafeedback", {s.path: s.text.upper() for s in found}, "en",
+                     originals="inline", feedback=True)
+    assert list(out)[:4] == ["source", "id", "instruction", "instruction_en"]
+    first, second = out["completions"]
+    assert list(first)[:6] == ["model", "principle", "custom_system_prompt",
+                               "custom_system_prompt_en", "response", "response_en"]
+    assert first["response_en"] == UF["completions"][0]["response"]
+    assert first["response"] == UF["completions"][0]["response"].upper()
+    assert first["annotations"]["helpfulness"]["Rationale For Rating_en"] == "Accurate and short."
+    assert first["critique_en"] == "Could add detail."
+    # an empty or null text keeps its original as it was, and a null aspect stays null
+    assert second["custom_system_prompt_en"] == "" and second["critique_en"] is None
+    assert second["annotations"]["honesty"] is None
+    schema = translated_schema(export_schema(["helpfulness", "honesty"], with_id=True),
+                               "ultrafeedback", "en", "inline", feedback=True)
+    table = pa.Table.from_pylist([out], schema=schema)
+    assert table.to_pylist()[0] == out
+    completion = schema.field("completions").type.value_type
+    assert [f.name for f in completion][:6] == list(first)[:6]
+
+
+def test_no_originals_leaves_the_schema_as_it_was_and_a_list_of_strings_keeps_a_column_when_inline():
+    assert translated_schema(SFT_SCHEMA, "sft", "en", "none") == SFT_SCHEMA
+    row = {"id": "0", "data": ["Hi", "Hello"]}
+    out = translated(row, "ultrachat", {("data", 0): "やあ", ("data", 1): "こんにちは"}, "en", "inline")
+    assert out == {"id": "0", "data": ["やあ", "こんにちは"], "data_en": ["Hi", "Hello"]}
+
+
+def test_a_column_the_original_would_take_is_refused_naming_it():
+    with pytest.raises(ValueError, match="'prompt_en'"):
+        translated_schema(SFT_SCHEMA.append(pa.field("prompt_en", pa.string())), "sft", "en")
