@@ -16,7 +16,7 @@ import pytest
 
 from flows.ultrafeedback import UltraFeedbackParams, ultrafeedback
 from tasks.adapters.settings import Settings
-from tests.fixtures.factory import fast_pool, settings_env, write_prompts, write_recipe
+from tests.fixtures.factory import fast_pool, settings_env, settings_in, write_prompts, write_recipe
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,13 +26,6 @@ WINDOW = {"batch.window_s": 2, "batch.validating_s": 0.1, "batch.finalizing_s": 
 JUDGES_BATCHED = ("annotation.route=batch", "critique.route=batch", "batch.linger_s=0.2",
                   "batch.poll_s=0.2")
 EXPORTS = ("exports/ultrafeedback/ultrafeedback.jsonl", "exports/ultrafeedback/ultrafeedback.parquet")
-
-
-def settings_in(root: Path) -> Settings:
-    """Everything under `root`, given explicitly: the environment an earlier run of this test
-    set must not leak in."""
-    return Settings(data_dir=root, lake_url=str(root / "lake"), journal_dir=root / "journal",
-                    warehouse_path=root / "ultraforge.duckdb", _env_file=None)
 
 
 def run(monkeypatch, settings: Settings, sim, recipe: Path, *overrides: str) -> dict:

@@ -2,7 +2,11 @@
 
 import hashlib
 import json
+import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import pyarrow.parquet as pq
@@ -10,6 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from flows.cli import main
+from flows.translate import TranslateParams, translate
+from tasks.core.translate.fields import slots
+from tests.fixtures.factory import fast_pool, settings_env, settings_in
 from tests.fixtures.translate import strip_texts
 
 # sha256 of the demo's exports: the UltraFeedback files as main made them before the shard engine
@@ -63,23 +70,33 @@ def exports_of(lake: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in sorted((lake / "exports").rglob("*")) if p.is_file()}
 
 
+@pytest.fixture(scope="module")
+def demo(prefect_api, tmp_path_factory) -> Iterator[tuple[Path, str]]:
+    """`ultraforge demo --train` run once for this module: its data dir and its output."""
+    data = tmp_path_factory.mktemp("demo") / "data"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ULTRAFORGE_DATA_DIR", str(data))
+        first = CliRunner().invoke(main, ["demo", "--train"], catch_exceptions=False)
+        assert first.exit_code == 0, first.output
+        yield data, first.output
+
+
 @pytest.mark.slow
 def test_demo_with_training_gives_the_golden_exports_trains_on_them_and_a_rerun_pays_nothing(
-        prefect_api, tmp_path, monkeypatch):
-    monkeypatch.setenv("ULTRAFORGE_DATA_DIR", str(tmp_path / "data"))
+        demo, monkeypatch):
+    data, output = demo
+    monkeypatch.setenv("ULTRAFORGE_DATA_DIR", str(data))
     runner = CliRunner()
-
-    first = runner.invoke(main, ["demo", "--train"], catch_exceptions=False)
-    assert first.exit_code == 0, first.output
+    first = SimpleNamespace(output=output)
     assert "0 repeated paid calls" in first.output
-    lake = tmp_path / "data" / "lake"
+    lake = data / "lake"
     uf_rows = [json.loads(line) for line in
                (lake / "exports/ultrafeedback/ultrafeedback.jsonl").read_text().splitlines()]
     uc_rows = [json.loads(line) for line in
                (lake / "exports/ultrachat/ultrachat/ultrachat.jsonl").read_text().splitlines()]
     assert len(uf_rows) == 100 and all(len(r["completions"]) == 4 for r in uf_rows)
     assert len(uc_rows) > 90 and all(len(r["data"]) >= 4 for r in uc_rows)
-    assert (tmp_path / "data" / "ultraforge.duckdb").exists()
+    assert (data / "ultraforge.duckdb").exists()
     before = exports_of(lake)
     assert {str(p.relative_to(lake)): hashlib.sha256(b).hexdigest() for p, b in before.items()
             if "/dataset/" not in str(p) and "-ja/" not in str(p)} == GOLDEN
@@ -103,10 +120,10 @@ def test_demo_with_training_gives_the_golden_exports_trains_on_them_and_a_rerun_
         for en, ja in zip(pq.read_table(lake / english).to_pylist()[:5], translated, strict=True):
             assert strip_texts(ja, kind) == strip_texts(en, kind), kind  # ids, ratings, scores …
     for kind in ("sft", "dpo"):
-        metrics = json.loads((tmp_path / "data" / "models" / kind / "metrics.json").read_text())
+        metrics = json.loads((data / "models" / kind / "metrics.json").read_text())
         curve = [step["loss"] for step in metrics["loss_curve"]]
         assert len(curve) >= 10 and curve[-1] < curve[0], (kind, curve)
-        assert (tmp_path / "data" / "models" / kind / "config.json").is_file()
+        assert (data / "models" / kind / "config.json").is_file()
 
     second = runner.invoke(main, ["demo"], catch_exceptions=False)
     assert second.exit_code == 0, second.output
@@ -115,3 +132,42 @@ def test_demo_with_training_gives_the_golden_exports_trains_on_them_and_a_rerun_
     assert {p: b for p, b in after.items() if "/dataset/" not in str(p)} == {
         p: b for p, b in before.items() if "/dataset/" not in str(p)}  # same bytes, from the journal
     assert {p.relative_to(lake) for p in after} == {p.relative_to(lake) for p in before}
+
+
+# what the translation must hand back byte for byte, found without the code under test
+PROTECTED = re.compile(r"^```[^\n]*\n.*?^```[ \t]*$|^Confidence: \d{1,3}%[ \t]*$", re.M | re.S)
+
+
+@pytest.mark.slow
+def test_fifty_raw_records_of_each_set_and_the_whole_derived_sets_of_the_demo_keep_every_non_text_field(
+        demo, tmp_path, monkeypatch, make_simulator):
+    settings = settings_in(tmp_path / "data")
+    lake = Path(settings.lake)
+    shutil.copytree(demo[0] / "lake" / "exports", lake / "exports")  # the demo's sets, as landed
+    sim = make_simulator("unlimited", seed=5)
+    for key, value in settings_env(settings, sim.base_url, fast_pool(tmp_path)).items():
+        monkeypatch.setenv(key, value)
+    protected = 0
+    for kind, english, overrides in (
+            ("ultrafeedback", "exports/ultrafeedback/ultrafeedback.parquet", ["limit=50", "feedback=true"]),
+            ("ultrachat", "exports/ultrachat/ultrachat/ultrachat.parquet", ["limit=50"]),
+            ("sft", "exports/sft/ultrachat_200k", []),
+            ("dpo", "exports/dpo/ultrafeedback_binarized", [])):
+        out = translate(TranslateParams(set=kind, overrides=overrides))
+        assert out.counts.records_flagged == 0, out.flagged_examples
+        feedback = kind == "ultrafeedback"
+        sources = ({"train": lake / english} if english.endswith(".parquet") else
+                   {p.stem: p for p in sorted((lake / english / "data").glob("*.parquet"))})
+        assert sorted(out.rows) == sorted(sources), kind
+        for split, path in sources.items():
+            en_rows = pq.read_table(path).to_pylist()[:50 if overrides else None]
+            ja_rows = pq.read_table(Path(out.folder) / "data" / f"{split}.parquet").to_pylist()
+            assert len(ja_rows) == len(en_rows) == out.rows[split] > 0, (kind, split)
+            for en, ja in zip(en_rows, ja_rows, strict=True):
+                assert strip_texts(ja, kind, feedback) == strip_texts(en, kind, feedback), (kind, split)
+                assert all(ja[f"{k}_en"] == en[k] for k in en if f"{k}_en" in ja)  # originals kept
+                for a, b in zip(slots(en, kind, feedback), slots(ja, kind, feedback), strict=True):
+                    assert a.path == b.path and a.text != b.text
+                    assert PROTECTED.findall(b.text) == PROTECTED.findall(a.text), (kind, a.path)
+                    protected += len(PROTECTED.findall(a.text))
+    assert protected > 0  # the demo's answers do hold code blocks or Confidence lines

@@ -18,13 +18,12 @@ import pytest
 
 from flows.translate import TranslateParams, dry_run, translate
 from tasks.adapters.errors import ConfigError
-from tasks.adapters.settings import Settings
 from tasks.core.derived.binarize import DPO_SCHEMA
 from tasks.core.derived.sft import SFT_SCHEMA
 from tasks.core.translate.fields import slots
 from tasks.core.ultrachat.tables import RAW_SCHEMA
 from tasks.core.ultrafeedback.export import export_schema
-from tests.fixtures.factory import fast_pool, settings_env
+from tests.fixtures.factory import fast_pool, settings_env, settings_in
 from tests.fixtures.translate import strip_texts
 
 pytestmark = pytest.mark.slow
@@ -73,10 +72,6 @@ def write_inputs(lake: Path) -> None:
           "messages": messages(i), "score_chosen": 8.0, "score_rejected": 2.0} for i in range(3)],
         DPO_SCHEMA)
 
-
-def settings_in(root: Path) -> Settings:
-    return Settings(data_dir=root, lake_url=str(root / "lake"), journal_dir=root / "journal",
-                    warehouse_path=root / "ultraforge.duckdb", _env_file=None)
 
 
 def setup(monkeypatch, tmp_path: Path, sim) -> Path:
@@ -206,8 +201,9 @@ def test_inline_originals_sit_beside_each_text_and_the_overview_layout_lists_eac
         for c_en, c_ja in zip(en["completions"], ja["completions"], strict=True):
             assert c_ja["response_en"] == c_en["response"] != c_ja["response"]
             assert c_ja["custom_system_prompt_en"] == c_en["custom_system_prompt"]
-            assert c_ja["annotations"]["honesty"]["Rationale_en"] == c_en["annotations"]["honesty"]["Rationale"]
-            assert c_ja["annotations"]["truthfulness"]["Type"] == c_en["annotations"]["truthfulness"]["Type"]
+            a_ja, a_en = c_ja["annotations"], c_en["annotations"]
+            assert a_ja["honesty"]["Rationale_en"] == a_en["honesty"]["Rationale"]
+            assert a_ja["truthfulness"]["Type"] == a_en["truthfulness"]["Type"]
     overview = [json.loads(line) for line in (folder / "overview/train.jsonl").read_text().splitlines()]
     assert len(overview) == len(english)
     for en, ov, ja in zip(english, overview, japanese, strict=True):
