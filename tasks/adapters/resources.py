@@ -19,11 +19,12 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from tasks.adapters import metrics
 from tasks.adapters.lake import Lake
 from tasks.adapters.llm.batch import BatchCollector, BatchRoute
 from tasks.adapters.llm.gateway import Gateway, load_pool, resolve_api_keys
 from tasks.adapters.llm.journal import Journal, journal_at
-from tasks.adapters.settings import Settings
+from tasks.adapters.settings import Settings, launched_flow_run_id
 from tasks.adapters.warehouse import Warehouse
 from tasks.core.pool import PoolConfig
 from tasks.core.tables import TableSpec
@@ -75,6 +76,7 @@ class Resources:
     @classmethod
     def build(cls, settings: Settings | None = None) -> Resources:
         settings = settings or Settings()
+        metrics.start_pushing(settings.pushgateway_url, launched_flow_run_id())
         return cls(settings=settings, pool=load_pool(settings), lake=Lake.from_settings(settings),
                    journal=journal_at(settings.journal))
 

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     endpoint_base_url: str | None = Field(
         default=None, description="Point every pool endpoint at this URL (demo, tests, one vLLM).")
+    pushgateway_url: str | None = Field(
+        default=None, description="Prometheus Pushgateway (http://host:9091): every process that "
+        "runs flows pushes its metrics there periodically and at exit (tasks/adapters/metrics.py).")
 
     @property
     def lake(self) -> str:
@@ -55,6 +58,13 @@ class Settings(BaseSettings):
             opts["key"] = self.s3_access_key_id.get_secret_value()
             opts["secret"] = self.s3_secret_access_key.get_secret_value()
         return opts
+
+
+def launched_flow_run_id() -> str | None:
+    """The flow run this process was started for by a Prefect worker or runner (they set
+    PREFECT__FLOW_RUN_ID in the child's environment); None in a process that may run several
+    flows, like `ultraforge run` or the demo."""
+    return os.environ.get("PREFECT__FLOW_RUN_ID") or None
 
 
 def secret_from_env(var: str, *, owner: str) -> SecretStr:

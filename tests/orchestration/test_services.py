@@ -22,6 +22,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.fixtures.ops import ci_trigger_script
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 AUTH = "admin:test-pass"
@@ -70,9 +72,9 @@ def wait_for(url: str, timeout: float = 90, auth: tuple[str, str] | None = None)
 
 def test_compose_file_declares_the_production_stack():
     config = compose_config()
-    assert set(config["services"]) >= {"postgres", "prefect-server", "worker", "minio",
+    assert set(config["services"]) >= {"postgres", "prefect-server", "worker-1", "worker-2", "minio",
                                        "minio-init", "simulator", "deployments"}
-    worker_env = config["services"]["worker"]["environment"]
+    worker_env = config["services"]["worker-1"]["environment"]
     assert worker_env["ULTRAFORGE_LAKE_URL"].startswith("s3://")
     assert worker_env["ULTRAFORGE_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert worker_env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
@@ -109,13 +111,23 @@ def test_compose_services_run_as_processes_and_a_deployment_completes(tmp_path):
         deploy = subprocess.run(command(config, "deployments"), cwd=REPO, env={**env, **flow_env},
                                 capture_output=True, text=True, timeout=180)
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-        start(command(config, "worker"), flow_env)
-        run = subprocess.run(
-            [str(BIN / "prefect"), "deployment", "run", "ultrachat/ultrachat", "--watch",
-             "--watch-timeout", "300", "--params",
-             '{"params": {"overrides": ["sectors.world.dialogues=2", "sectors.writing.dialogues=2", '
-             '"sectors.materials.dialogues=2"]}}'],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=360)
+        # the worker with compose's metrics settings: its flow-run children must not try to
+        # serve metrics on its port too (the pool's job template turns that off)
+        metrics_port, health_port = free_port(), free_port()
+        worker_env = config["services"]["worker-1"]["environment"]
+        start(command(config, "worker-1"), {
+            **flow_env, "PREFECT_CLIENT_METRICS_ENABLED": worker_env["PREFECT_CLIENT_METRICS_ENABLED"],
+            "PREFECT_CLIENT_METRICS_PORT": str(metrics_port),
+            "PREFECT_WORKER_WEBSERVER_PORT": str(health_port)})
+        wait_for(f"http://127.0.0.1:{health_port}/health")
+        wait_for(f"http://127.0.0.1:{metrics_port}/metrics")
+        # triggered by the CI example's own step (infra/github/trigger-pipeline.yml)
+        run = subprocess.run(["bash", "-ec", ci_trigger_script()], cwd=REPO, env={
+            **env, "DEPLOYMENT": "ultrachat/ultrachat", "WATCH_TIMEOUT": "300",
+            "GITHUB_RUN_ID": "local", "GITHUB_RUN_ATTEMPT": "1",
+            "PARAMS": '{"params": {"overrides": ["sectors.world.dialogues=2", '
+                      '"sectors.writing.dialogues=2", "sectors.materials.dialogues=2"]}}'},
+            capture_output=True, text=True, timeout=360)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         exports = list((tmp_path / "data" / "lake").rglob("*.jsonl"))
         assert exports, "the deployment run should have written its export to the lake"
