@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -43,6 +44,7 @@ from tasks.adapters.errors import ConfigError, UltraforgeError
 from tasks.adapters.lake import WRITER_OPTIONS, Lake, parquet_bytes
 from tasks.adapters.resources import Resources, current, run
 from tasks.core.derived.card import Card, render_card, split_path
+from tasks.core.ids import to_jsonl
 from tasks.core.shards import ShardSummary
 from tasks.core.translate import fields
 from tasks.core.translate.blocks import (
@@ -114,10 +116,16 @@ def output_folder(recipe: TranslateRecipe) -> str:
     return f"exports/{recipe.set}-{recipe.lang}/{name}"
 
 
-def input_splits(lake: Lake, where: str) -> dict[str, tuple[str, dict]]:
-    """split → (URL, fsspec options) of the input: one file is `train`; a folder has data/*."""
+# a Hub split of several files: train-00000-of-00003.parquet, …
+_PART = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}$")
+
+
+def input_splits(lake: Lake, where: str) -> tuple[dict[str, list[str]], dict]:
+    """(split → URLs of its files in order, fsspec options) of the input: one file is `train`;
+    a folder has data/<split>.parquet or, as on the Hub, data/<split>-NNNNN-of-NNNNN.parquet."""
     if where.endswith(".parquet"):
-        return {"train": resolve_input(lake, where)}
+        url, options = resolve_input(lake, where)
+        return {"train": [url]}, options
     url, options = resolve_input(lake, f"{where.rstrip('/')}/data")
     fs, path = fsspec.core.url_to_fs(url, **options)
     try:
@@ -127,36 +135,49 @@ def input_splits(lake: Lake, where: str) -> dict[str, tuple[str, dict]]:
     if not names:
         raise ConfigError(f"input {where}: neither a .parquet file nor a set folder with "
                           "data/<split>.parquet (run its export first)")
-    return {n.removesuffix(".parquet"): (f"{url}/{n}", options) for n in names}
+    splits: dict[str, list[str]] = {}
+    for name in names:
+        stem = name.removesuffix(".parquet")
+        split = m["split"] if (m := _PART.match(stem)) else stem
+        splits.setdefault(split, []).append(f"{url}/{name}")
+    return splits, options
 
 
 class Input(BaseModel):
-    """The input's splits and the work on them."""
+    """The input's splits and the work on them (no credentials: task parameters)."""
 
     model_config = ConfigDict(frozen=True)
 
-    splits: dict[str, tuple[str, dict]] = Field(description="split → (URL, fsspec options).")
-    rows: dict[str, int] = Field(description="Rows of each split.")
+    files: dict[str, list[str]] = Field(description="split → URLs of its files, in order.")
+    rows: dict[str, list[int]] = Field(description="Rows of each split's files.")
     fingerprint: str
     blocks: list[Block]
 
 
 def plan(res: Resources, recipe: TranslateRecipe) -> Input:
     """The input's splits, their sizes and the blocks to translate; refuses a translator that is
-    not in the pool and an input whose columns the originals would clash with."""
+    not in the pool, a split whose files differ in schema, and an input whose columns the
+    originals would clash with."""
     if recipe.translation.model not in res.pool.models:
         raise ConfigError(f"translation.model: {recipe.translation.model!r} is not in the model pool")
-    splits = input_splits(res.lake, recipe.input_path())
-    rows = {}
-    for split, (url, options) in splits.items():
+    files, options = input_splits(res.lake, recipe.input_path())
+    rows: dict[str, list[int]] = {}
+    for split, urls in files.items():
+        first = read_schema(urls[0], options)
         try:
-            output_schema(recipe, read_schema(url, options))
+            output_schema(recipe, first)
         except ValueError as exc:
-            raise ConfigError(f"input {url}: {exc}") from None
-        with fsspec.open(url, "rb", **options) as f:
-            rows[split] = pq.ParquetFile(f).metadata.num_rows
+            raise ConfigError(f"input {urls[0]}: {exc}") from None
+        rows[split] = []
+        for url in urls:
+            with fsspec.open(url, "rb", **options) as f:
+                pf = pq.ParquetFile(f)
+                if not pf.schema_arrow.equals(first):
+                    raise ConfigError(f"input {url}: its columns differ from those of {urls[0]}, "
+                                      f"the split {split!r}'s first file")
+                rows[split].append(pf.metadata.num_rows)
     fingerprint = work_fingerprint(recipe, res.pool.api_model(recipe.translation.model))
-    return Input(splits=splits, rows=rows, fingerprint=fingerprint,
+    return Input(files=files, rows=rows, fingerprint=fingerprint,
                  blocks=plan_blocks(rows, recipe.batch_records, recipe.limit))
 
 
@@ -197,7 +218,8 @@ async def _translate_block(res: Resources, recipe: TranslateRecipe, fingerprint:
         if landed is not None and landed.complete:
             return ShardSummary(stage="translation", key=key, status="skipped",
                                 items=landed.records, waited_s=waited)
-        url, options = input_splits(res.lake, recipe.input_path())[block.split]
+        files, options = input_splits(res.lake, recipe.input_path())
+        url = files[block.split][block.part]
         records = await asyncio.to_thread(read_rows, url, options, block.start, block.stop)
         schema = output_schema(recipe, await asyncio.to_thread(read_schema, url, options))
         out, stats, results = await _translate(res, recipe, fingerprint, block, records)
@@ -250,7 +272,7 @@ async def _translate(res: Resources, recipe: TranslateRecipe, fingerprint: str, 
     outcomes, run_ = await translate_texts(res.gateway, recipe.translation, texts)
     out, flagged, i = [], [], 0
     for offset, (record, record_slots) in enumerate(zip(records, slots, strict=True)):
-        row = block.start + offset
+        row = block.row(offset)
         mine = outcomes[i:i + len(record_slots)]
         i += len(record_slots)
         reasons: dict[str, str] = {}
@@ -289,11 +311,12 @@ def publish_translation(recipe: TranslateRecipe, work: Input, usage: list[UsageR
         if recipe.overview:
             (folder / "overview").mkdir()
         with open(folder / "flags.jsonl", "w", encoding="utf-8") as flag_file:
-            for split, (url, options) in work.splits.items():
-                schema = output_schema(recipe, read_schema(url, options))
+            _, options = input_splits(res.lake, recipe.input_path())
+            for split, urls in work.files.items():
+                schema = output_schema(recipe, read_schema(urls[0], options))
                 rows[split] = 0
                 with pq.ParquetWriter(folder / split_path(split), schema, **WRITER_OPTIONS) as parquet, \
-                        open(folder / f"data/{split}.jsonl", "w", encoding="utf-8") as jsonl, \
+                        open(folder / f"data/{split}.jsonl", "wb") as jsonl, \
                         _maybe_open(folder / f"overview/{split}.jsonl", recipe.overview) as overview:
                     for block in (b for b in work.blocks if b.split == split):
                         table, stats = _read_block(res.lake, work.fingerprint, block)
@@ -324,10 +347,9 @@ def publish_translation(recipe: TranslateRecipe, work: Input, usage: list[UsageR
                         table = table.drop_columns([ROW]).cast(schema)
                         parquet.write_table(table)
                         records = table.to_pylist()
-                        jsonl.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+                        jsonl.write(to_jsonl(records))
                         if overview is not None:
-                            overview.writelines(json.dumps(overview_record(r, recipe.set),
-                                                           ensure_ascii=False) + "\n" for r in records)
+                            overview.write(to_jsonl([overview_record(r, recipe.set) for r in records]))
                         rows[split] += table.num_rows
         counts.records_written = sum(rows.values())
         card = _card(recipe, rows, counts, chunk_flags, record_flags,
@@ -356,15 +378,15 @@ def _read_block(lake: Lake, fingerprint: str, block: Block) -> tuple[pa.Table, B
 
 
 def _maybe_open(path: Path, wanted: bool):
-    return open(path, "w", encoding="utf-8") if wanted else contextlib.nullcontext()
+    return open(path, "wb") if wanted else contextlib.nullcontext()
 
 
 def record_batches(res: Resources, recipe: TranslateRecipe) -> Iterator[list[dict[str, Any]]]:
     """The records of every block of the plan, block by block (the dry run's view)."""
     work = plan(res, recipe)
+    _, options = input_splits(res.lake, recipe.input_path())
     for block in work.blocks:
-        url, options = work.splits[block.split]
-        yield read_rows(url, options, block.start, block.stop)
+        yield read_rows(work.files[block.split][block.part], options, block.start, block.stop)
 
 
 def _who(record: dict[str, Any], split: str, row: int) -> str:

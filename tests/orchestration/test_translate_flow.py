@@ -282,3 +282,19 @@ def test_a_run_killed_mid_translation_then_rerun_gives_the_same_set_repaying_at_
     repaid = sim.stats()["requests"] - 2 * unique
     assert 0 <= repaid <= concurrency, (killed_at, repaid)
     assert published(lake) == published(clean_lake)  # the same files, byte for byte
+
+
+def test_a_split_in_several_hub_files_is_one_split_translated_in_order(prefect_api, env):
+    sim, lake = env
+    folder = lake / "exports/sft/hub/data"
+    folder.mkdir(parents=True)
+    rows = [{"prompt": messages(i)[0]["content"], "prompt_id": f"p{i}", "messages": messages(i)}
+            for i in range(7)]
+    for part, chunk in enumerate((rows[:4], rows[4:])):
+        pq.write_table(pa.Table.from_pylist(chunk, schema=SFT_SCHEMA),
+                       folder / f"train_sft-{part:05d}-of-00002.parquet")
+    out = translate(TranslateParams(set="sft", overrides=["input=exports/sft/hub", "batch_records=3"]))
+    assert out.rows == {"train_sft": 7}
+    japanese = read(lake, "exports/sft-ja/hub", "train_sft")
+    assert [r["prompt_id"] for r in japanese] == [f"p{i}" for i in range(7)]
+    assert [r["messages_en"] for r in japanese] == [r["messages"] for r in rows]

@@ -11,10 +11,19 @@ from tasks.core.translate.recipe import TranslateRecipe
 
 
 def test_blocks_cover_each_splits_first_rows_once_in_order():
-    blocks = plan_blocks({"train": 5, "test": 2, "empty": 0}, size=2, limit=None)
+    blocks = plan_blocks({"train": [5], "test": [2], "empty": [0]}, size=2, limit=None)
     assert [(b.split, b.start, b.stop) for b in blocks] == [
         ("train", 0, 2), ("train", 2, 4), ("train", 4, 5), ("test", 0, 2)]
-    assert [(b.start, b.stop) for b in plan_blocks({"train": 5}, size=2, limit=3)] == [(0, 2), (2, 3)]
+    assert [(b.start, b.stop) for b in plan_blocks({"train": [5]}, size=2, limit=3)] == [(0, 2), (2, 3)]
+
+
+def test_a_split_of_several_files_is_cut_file_by_file_and_rows_are_numbered_across_them():
+    blocks = plan_blocks({"train": [3, 2, 4]}, size=2, limit=None)
+    assert [(b.part, b.start, b.stop) for b in blocks] == [
+        (0, 0, 2), (0, 2, 3), (1, 0, 2), (2, 0, 2), (2, 2, 4)]
+    assert [b.row(0) for b in blocks] == [0, 2, 3, 5, 7]
+    assert [(b.part, b.start, b.stop) for b in plan_blocks({"train": [3, 2, 4]}, 2, limit=4)] == [
+        (0, 0, 2), (0, 2, 3), (1, 0, 1)]
 
 
 def test_the_fingerprint_follows_the_work_not_how_it_is_sent_or_published():
@@ -29,7 +38,7 @@ def test_the_fingerprint_follows_the_work_not_how_it_is_sent_or_published():
     assert all(work_fingerprint(r, "gpt-4o") != fp for r in other)
     assert work_fingerprint(base, "gpt-4o-mini") != fp
     block = Block(split="train_sft", start=200, stop=400)
-    assert block_key(fp, block).endswith("train_sft-000000200-000000400")
+    assert block_key(fp, block).endswith("train_sft-00000-000000200-000000400")
     assert block_path(fp, block).startswith(f"work/translate/{fp[:24]}/train_sft/")
 
 

@@ -1,7 +1,8 @@
 """Translation shards, pure: which rows each covers, what decides its work, what it lands
 (docs/translation.md#shards).
 
-A block is `batch_records` consecutive rows of one split. Its key names the work fingerprint
+A block is at most `batch_records` consecutive rows of one file of one split (a Hub split may be
+several files, `train-00000-of-00003.parquet` …). Its key names the work fingerprint
 (everything that decides its calls and its rows), the split and the first row, so a rerun of
 the same recipe finds every block already landed, and a changed recipe lands new ones beside
 the old (the journal still answers the chunks they share).
@@ -19,13 +20,19 @@ ROW = "_row"  # the block file's extra column: the record's row in its split
 
 
 class Block(BaseModel):
-    """Rows [start, stop) of one split."""
+    """Rows [start, stop) of file `part` of a split, whose earlier files hold `offset` rows."""
 
     model_config = ConfigDict(frozen=True)
 
     split: str
+    part: int = 0
+    offset: int = 0
     start: int
     stop: int
+
+    def row(self, i: int) -> int:
+        """The split's row number of the block's `i`-th row."""
+        return self.offset + self.start + i
 
 
 class RecordFlag(BaseModel):
@@ -74,20 +81,26 @@ def work_fingerprint(recipe: TranslateRecipe, api_model: str) -> str:
     return content_key("translate/work", parts, recipe.input_path(), api_model)
 
 
-def plan_blocks(rows: dict[str, int], size: int, limit: int | None) -> list[Block]:
-    """Each split's first `limit` rows (all if None) cut into blocks of `size`, split by split."""
+def plan_blocks(rows: dict[str, list[int]], size: int, limit: int | None) -> list[Block]:
+    """Each split's first `limit` rows (all if None) cut into blocks of at most `size`, split by
+    split and file by file (`rows`: each split's files' row counts, in order)."""
     blocks = []
-    for split, n in rows.items():
-        n = n if limit is None else min(n, limit)
-        blocks += [Block(split=split, start=s, stop=min(s + size, n)) for s in range(0, n, size)]
+    for split, parts in rows.items():
+        offset = 0
+        for part, n in enumerate(parts):
+            n = n if limit is None else max(0, min(n, limit - offset))
+            blocks += [Block(split=split, part=part, offset=offset, start=s, stop=min(s + size, n))
+                       for s in range(0, n, size)]
+            offset += n
     return blocks
 
 
 def block_key(fingerprint: str, block: Block) -> str:
     """The block's lease key and file name stem."""
-    return f"translate-{fingerprint[:24]}-{block.split}-{block.start:09d}-{block.stop:09d}"
+    return f"translate-{fingerprint[:24]}-{block.split}-{block.part:05d}-{block.start:09d}-{block.stop:09d}"
 
 
 def block_path(fingerprint: str, block: Block) -> str:
     """Where the block's translated rows land in the lake."""
-    return f"work/translate/{fingerprint[:24]}/{block.split}/{block.start:09d}-{block.stop:09d}.parquet"
+    return (f"work/translate/{fingerprint[:24]}/{block.split}/"
+            f"{block.part:05d}-{block.start:09d}-{block.stop:09d}.parquet")
