@@ -67,7 +67,8 @@ def translate(params: TranslateParams) -> TranslateExport:
 
 def dry_run(params: TranslateParams) -> dict[str, Any]:
     """Chunks, unique chunks, estimated tokens and cost per route, before anything is paid:
-    input = system prompt + chunk, output ≈ the chunk's tokens."""
+    input = system prompt + chunk, output ≈ `dry_run_output_ratio` × the chunk's tokens; the
+    first attempts only (retranslations come on top)."""
     res = current()
     recipe = params.load()
     spec = recipe.translation
@@ -83,7 +84,7 @@ def dry_run(params: TranslateParams) -> dict[str, Any]:
                     digest = hashlib.blake2b(chunk.text.encode(), digest_size=16).digest()
                     if digest not in unique:  # a repeat is a journal hit: free
                         tin += system + estimate_tokens(chunk.text)
-                        tout += estimate_tokens(chunk.text)
+                        tout += round(recipe.dry_run_output_ratio * estimate_tokens(chunk.text))
                     unique[digest] += 1
     return {"recipe": str(Path(params.recipe)), "set": recipe.set, "lang": spec.lang,
             "records": records, "chunks": sum(unique.values()), "unique_chunks": len(unique),

@@ -44,7 +44,7 @@ from tasks.adapters.errors import ConfigError, UltraforgeError
 from tasks.adapters.lake import WRITER_OPTIONS, Lake, parquet_bytes
 from tasks.adapters.resources import Resources, current, run
 from tasks.core.derived.card import Card, render_card, split_path
-from tasks.core.ids import to_jsonl
+from tasks.core.ids import content_key, to_jsonl
 from tasks.core.shards import ShardSummary
 from tasks.core.translate import fields
 from tasks.core.translate.blocks import (
@@ -61,6 +61,7 @@ from tasks.core.translate.blocks import (
 from tasks.core.translate.overview import overview_record
 from tasks.core.translate.prompt import language_name
 from tasks.core.translate.recipe import TranslateRecipe
+from tasks.core.translate.tables import FLAGS, TABLES, USAGE
 from tasks.core.usage import UsageRow, merge_usage, usage_of
 from tasks.derived.dpo import read_schema, resolve_input
 from tasks.derived.publish import DATASET_DIR, save_dataset_dict
@@ -230,6 +231,10 @@ async def _translate_block(res: Resources, recipe: TranslateRecipe, fingerprint:
             table = table.replace_schema_metadata({**(schema.metadata or {}),
                                                    STATS_KEY: stats.model_dump_json().encode()})
             await asyncio.to_thread(res.lake.write_bytes, path, parquet_bytes(table))
+        if usage:
+            name = f"{key}-{content_key([u.model_dump() for u in usage])[:12]}"
+            await asyncio.to_thread(res.lake.write_shard, USAGE, name,
+                                    [{"shard": name, **u.model_dump()} for u in usage])
         status = "pending" if pending else "partial" if stats.failed else "done"
         return ShardSummary(stage="translation", key=key, status=status, items=len(records),
                             rows=len(out), failures=stats.failed, pending=pending,
@@ -299,11 +304,13 @@ def publish_translation(recipe: TranslateRecipe, work: Input, usage: list[UsageR
     """The landed blocks streamed, in order, into the set's files (module docstring)."""
     res = current()
     base = output_folder(recipe)
+    name = base.rsplit("/", 1)[-1]
     counts = TranslateCounts(calls_paid=sum(u.requests for u in usage),
                              calls_from_journal=sum(u.from_journal for u in usage))
     chunk_flags: Counter[str] = Counter()
     record_flags: Counter[str] = Counter()
     examples: list[str] = []
+    flag_rows: list[dict[str, Any]] = []  # for the warehouse: one per flagged record and reason
     rows: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="ultraforge-translate-") as tmp:
         folder = Path(tmp) / "set"
@@ -332,6 +339,11 @@ def publish_translation(recipe: TranslateRecipe, work: Input, usage: list[UsageR
                             if len(examples) < FLAG_EXAMPLES:
                                 examples.append(f"{flag.record}: " + "; ".join(
                                     f"{r}: {d}" for r, d in flag.reasons.items()))
+                            flag_rows += [{"set": recipe.set, "lang": recipe.lang, "name": name,
+                                           "fingerprint": work.fingerprint, "split": split,
+                                           "row": flag.row, "record": flag.record, "reason": r,
+                                           "detail": d, "translated": flag.translated}
+                                          for r, d in flag.reasons.items()]
                             left_out = recipe.flagged == "exclude" or not flag.translated
                             if left_out:
                                 excluded.add(flag.row)
@@ -360,6 +372,9 @@ def publish_translation(recipe: TranslateRecipe, work: Input, usage: list[UsageR
                 shutil.copyfileobj(src, dst, 1 << 20)
         dataset_dict = save_dataset_dict(res.lake, f"{base}/{DATASET_DIR}", folder,
                                          {s: s for s in rows}, Path(tmp) / "cache")
+    res.lake.write_shard(FLAGS, f"{recipe.set}-{recipe.lang}-{name}-{work.fingerprint[:24]}", flag_rows)
+    with res.warehouse() as wh:
+        wh.refresh_views(TABLES)
     return TranslateExport(folder=res.lake.url(base), rows=rows, counts=counts,
                            flags=dict(sorted(chunk_flags.items())),
                            flagged_records=dict(sorted(record_flags.items())),

@@ -18,6 +18,8 @@ import pytest
 
 from flows.translate import TranslateParams, dry_run, translate
 from tasks.adapters.errors import ConfigError
+from tasks.adapters.lake import Lake
+from tasks.adapters.warehouse import Warehouse
 from tasks.core.derived.binarize import DPO_SCHEMA
 from tasks.core.derived.sft import SFT_SCHEMA
 from tasks.core.translate.fields import slots
@@ -173,6 +175,12 @@ def test_records_still_failing_a_check_are_listed_with_reasons_and_kept_or_exclu
     assert out.counts.retranslations == 2 * out.counts.unique_chunks
     assert sum(out.rows.values()) == (6 if flagged == "keep" else 0)
     assert "flagged records: commentary" in (lake / folder / "README.md").read_text()
+    # the warehouse views: each flagged record by reason, and what every block paid
+    with Warehouse(lake.parent / "ultraforge.duckdb", Lake(str(lake)), read_only=True) as wh:
+        by_reason = {r["reason"]: r["n"] for r in wh.query(
+            "SELECT reason, count(*) AS n FROM translate_flags GROUP BY reason")}
+        paid = wh.query("SELECT sum(requests) AS n FROM translate_usage")[0]["n"]
+    assert by_reason == out.flagged_records and paid == out.counts.calls_paid == sim.stats()["requests"]
 
 
 def test_a_reply_that_lost_a_protected_span_is_no_translation_even_when_flagged_records_are_kept(

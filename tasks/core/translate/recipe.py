@@ -48,6 +48,9 @@ class TranslateRecipe(BaseModel):
     batch_records: int = Field(default=200, gt=0, description="Records per shard: translated "
                                "together (their chunks share calls), landed together.")
     max_parallel_shards: int = Field(default=4, gt=0, description="Shards in flight at once.")
+    dry_run_output_ratio: float = Field(
+        default=1.5, gt=0, description="--dry-run: output tokens per source token. An assumption "
+        "(Japanese usually takes more tokens than its English); set it from a real run's usage.")
     batch: BatchSpec = Field(default_factory=BatchSpec, description="The batch route's "
                              "settings, for `translation.route: batch`.")
 
