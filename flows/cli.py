@@ -156,10 +156,10 @@ def export() -> None:
 @recipe_options("sft", "min_rounds=2")
 def export_sft(recipe: str | None, overrides: tuple[str, ...]) -> None:
     """SFT dialogues (ultrachat_200k shape) from the UltraChat messages export."""
-    from flows.derived import ExportParams, resolve, sft_export
+    from flows.derived import SFTExportParams, sft_export
 
-    params = ExportParams(recipe=recipe, overrides=list(overrides))
-    resolve(params, "sft")  # a config error is one line here, not a failed flow run
+    # a config error is one line here, not a failed flow run
+    params = SFTExportParams(**({"recipe": recipe} if recipe else {}), overrides=list(overrides))
     click.echo(sft_export(params).model_dump_json(indent=2))
 
 
@@ -167,10 +167,9 @@ def export_sft(recipe: str | None, overrides: tuple[str, ...]) -> None:
 @recipe_options("dpo", "preset=zephyr")
 def export_dpo(recipe: str | None, overrides: tuple[str, ...]) -> None:
     """Chosen/rejected pairs (ultrafeedback_binarized shape) from the raw UltraFeedback export."""
-    from flows.derived import ExportParams, dpo_export, resolve
+    from flows.derived import DPOExportParams, dpo_export
 
-    params = ExportParams(recipe=recipe, overrides=list(overrides))
-    resolve(params, "dpo")
+    params = DPOExportParams(**({"recipe": recipe} if recipe else {}), overrides=list(overrides))
     click.echo(dpo_export(params).model_dump_json(indent=2))
 
 
@@ -195,8 +194,7 @@ def translate(set_: str, lang: str, recipe: str | None, overrides: tuple[str, ..
 
     params = TranslateParams(set=set_, lang=lang, **({"recipe": recipe} if recipe else {}),
                              overrides=list(overrides))
-    params.load()  # a config error is one line here, not a failed flow run
-    if dry_run:
+    if dry_run:  # (a config error was one line above, not a failed flow run)
         click.echo(json.dumps(estimate(params), indent=2))
     else:
         click.echo(translate_flow(params).model_dump_json(indent=2))
@@ -274,6 +272,42 @@ def _models_dir(kind: str) -> str:
     from tasks.adapters.settings import Settings
 
     return str(Settings().data_dir.resolve() / "models" / kind)
+
+
+@main.command("report")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Also write the page here (it always lands in the lake under reports/).")
+def report(output: str | None) -> None:
+    """An offline HTML dashboard of the warehouse: throughput, cost, ratings, pairs, training."""
+    from flows.report import ReportParams
+    from flows.report import report as report_flow
+
+    click.echo(report_flow(ReportParams(output=output)).model_dump_json(indent=2))
+
+
+@main.command("deploy")
+@click.option("--pool", default="ultraforge", show_default=True, help="The process work pool.")
+def deploy(pool: str) -> None:
+    """Register the work pool (its job template from infra/worker/process-pool.json) and every
+    deployment of prefect.yaml against PREFECT_API_URL."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    prefect = str(Path(sys.executable).parent / "prefect")
+    # the pull step's working directory: where workers find this repository (/app in the image)
+    env = {**os.environ, "ULTRAFORGE_APP_DIR": os.environ.get("ULTRAFORGE_APP_DIR") or str(repo)}
+    steps = [[prefect, "work-pool", "create", pool, "--type", "process", "--overwrite",
+              "--base-job-template", str(repo / "infra/worker/process-pool.json")],
+             [prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(repo / "prefect.yaml")]]
+    for argv in steps:
+        done = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise UltraforgeError(f"{' '.join(argv[1:4])} failed: "
+                                  f"{(done.stderr or done.stdout).strip()[-2000:]}")
+    click.echo(f"work pool {pool!r} and the deployments of prefect.yaml are registered at "
+               f"{os.environ.get('PREFECT_API_URL', '(PREFECT_API_URL unset)')}")
 
 
 @main.command()

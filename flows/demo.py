@@ -28,7 +28,7 @@ SETS = ("ultrafeedback", "ultrachat", "sft", "dpo")
 def run_demo(preset: str = "tier5", seed: int = 0, train: bool = False) -> dict[str, Any]:
     """Run the flows against a fresh simulator; return their summaries and the simulator's
     counts."""
-    from flows.derived import ExportParams, dpo_export, sft_export
+    from flows.derived import DPOExportParams, SFTExportParams, dpo_export, sft_export
     from flows.translate import TranslateParams, translate
     from flows.ultrachat import UltraChatParams, ultrachat
     from flows.ultrafeedback import UltraFeedbackParams, ultrafeedback
@@ -39,8 +39,8 @@ def run_demo(preset: str = "tier5", seed: int = 0, train: bool = False) -> dict[
         try:
             feedback = ultrafeedback(UltraFeedbackParams())
             chat = ultrachat(UltraChatParams())
-            sft_set = sft_export(ExportParams())
-            dpo_set = dpo_export(ExportParams(overrides=DEMO_DPO))
+            sft_set = sft_export(SFTExportParams())
+            dpo_set = dpo_export(DPOExportParams(overrides=DEMO_DPO))
             japanese = {kind: translate(TranslateParams(set=kind, overrides=DEMO_TRANSLATE))
                         for kind in SETS}
         finally:

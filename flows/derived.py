@@ -8,40 +8,32 @@ and runs/export-{sft,dpo}/<run>/manifest.json. Publishes a summary artifact with
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from prefect import flow
-from pydantic import BaseModel, Field
 
+from flows.params import RECIPE, RecipeParams
 from tasks.adapters.resources import current
 from tasks.adapters.settings import RECIPES_DIR
 from tasks.core.derived.binarize import DPORecipe
 from tasks.core.derived.sft import SFTRecipe
-from tasks.core.yamlconf import load_recipe
 from tasks.derived.dpo import DPOExport, export_dpo
 from tasks.derived.sft import SFTExport, export_sft
 from tasks.reporting import markdown_table, publish_summary, write_manifest
 
 
-class ExportParams(BaseModel):
-    """Which recipe to run, and overrides of its keys."""
+class SFTExportParams(RecipeParams):
+    """The SFT-set recipe (flows/recipes/sft.yaml by default)."""
 
-    recipe: str | None = Field(default=None, description="Path of the recipe YAML (default: "
-                               "flows/recipes/<sft|dpo>.yaml).")
-    overrides: list[str] = Field(default_factory=list,
-                                 description="`key.path=value` overrides, like `--set` "
-                                             "(e.g. preset=zephyr).")
+    default_file: ClassVar[Path] = RECIPES_DIR / "sft.yaml"
+    recipe: SFTRecipe = RECIPE
 
 
-DEFAULT_PARAMS = ExportParams()
+class DPOExportParams(RecipeParams):
+    """The DPO-set recipe (flows/recipes/dpo.yaml by default): binarization preset, splits."""
 
-
-RECIPES = {"sft": SFTRecipe, "dpo": DPORecipe}
-
-
-def resolve(params: ExportParams, kind: str) -> tuple[SFTRecipe | DPORecipe, str]:
-    """The validated recipe of a `kind` export and the directory its paths are relative to."""
-    path = params.recipe or str(RECIPES_DIR / f"{kind}.yaml")
-    return load_recipe(path, RECIPES[kind], params.overrides), str(Path(path).resolve().parent)
+    default_file: ClassVar[Path] = RECIPES_DIR / "dpo.yaml"
+    recipe: DPORecipe = RECIPE
 
 
 def _summary(kind: str, published_rows: dict[str, int], counts: dict[str, int],
@@ -54,22 +46,24 @@ def _summary(kind: str, published_rows: dict[str, int], counts: dict[str, int],
 
 
 @flow(name="export-dpo")
-def dpo_export(params: ExportParams = DEFAULT_PARAMS) -> DPOExport:
+def dpo_export(params: DPOExportParams | None = None) -> DPOExport:
     """Raw UltraFeedback export → chosen/rejected pairs (ultrafeedback_binarized shape)."""
     res = current()
-    recipe, base_dir = resolve(params, "dpo")
-    out = export_dpo(recipe, base_dir)
+    params = params or DPOExportParams()
+    recipe = params.recipe
+    out = export_dpo(recipe, str(params.base))
     write_manifest(res, "export-dpo", recipe, out.counts.model_dump())
     _summary("dpo", out.published.rows, out.counts.model_dump(), [f"Hub: {out.published.hub}"])
     return out
 
 
 @flow(name="export-sft")
-def sft_export(params: ExportParams = DEFAULT_PARAMS) -> SFTExport:
+def sft_export(params: SFTExportParams | None = None) -> SFTExport:
     """Landed UltraChat dialogues → truecased, filtered SFT dialogues (ultrachat_200k shape)."""
     res = current()
-    recipe, base_dir = resolve(params, "sft")
-    out = export_sft(recipe, base_dir)
+    params = params or SFTExportParams()
+    recipe = params.recipe
+    out = export_sft(recipe, str(params.base))
     write_manifest(res, "export-sft", recipe, out.counts.model_dump())
     phrases = [{"phrase": p, "dialogues dropped": n} for p, n in out.disclaimer_phrases.items()]
     _summary("sft", out.published.rows, out.counts.model_dump(),

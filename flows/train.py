@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 
 from tasks.training.config import DPOTraining, PresetName, SFTTraining, TrainRecipe
 from tasks.training.report import ProgressCallback, publish_training
-from tasks.training.run import TrainResult, train_dpo, train_sft
+from tasks.training.result import TrainResult
+from tasks.training.run import train_dpo, train_sft
 
 
 class TrainParams(BaseModel):

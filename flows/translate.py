@@ -12,43 +12,41 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from prefect import flow
-from pydantic import BaseModel, Field
 
+from flows.params import RECIPE, RecipeParams
 from tasks.adapters.resources import current
 from tasks.adapters.settings import RECIPES_DIR
 from tasks.core.tokens import estimate_tokens
 from tasks.core.translate import fields
-from tasks.core.translate.fields import SetKind
 from tasks.core.translate.prompt import system_prompt
 from tasks.core.translate.recipe import TranslateRecipe
 from tasks.core.translate.work import plan_text
-from tasks.core.yamlconf import load_recipe
 from tasks.reporting import markdown_table, publish_summary, write_manifest
 from tasks.translate.sets import TranslateExport, record_batches, translate_set
 
 
-class TranslateParams(BaseModel):
-    """Which set, into which language, and overrides of the recipe's keys."""
+class TranslateParams(RecipeParams):
+    """The translate recipe (flows/recipes/translate.yaml by default). `set` and `lang` are
+    shorthands of the recipe's `set` and `translation.lang`, as the CLI's options."""
 
-    set: SetKind = Field(description="ultrachat | ultrafeedback (raw) | sft | dpo (derived).")
-    lang: str = Field(default="ja", description="Target language code.")
-    recipe: str = Field(default=str(RECIPES_DIR / "translate.yaml"), description="Recipe YAML.")
-    overrides: list[str] = Field(default_factory=list,
-                                 description="`key.path=value` overrides (e.g. limit=50).")
+    default_file: ClassVar[Path] = RECIPES_DIR / "translate.yaml"
+    recipe: TranslateRecipe = RECIPE
 
-    def load(self) -> TranslateRecipe:
-        return load_recipe(self.recipe, TranslateRecipe,
-                           [f"set={self.set}", f"translation.lang={self.lang}", *self.overrides])
+    @classmethod
+    def shorthand(cls, data: dict[str, Any]) -> dict[str, Any]:
+        given = [f"set={data.pop('set')}"] if "set" in data else []
+        given += [f"translation.lang={data.pop('lang')}"] if "lang" in data else []
+        return {**data, "overrides": [*given, *(data.get("overrides") or [])]}
 
 
 @flow(name="translate")
 def translate(params: TranslateParams) -> TranslateExport:
     """Any set → the same set in another language (text fields translated, the rest kept)."""
     res = current()
-    recipe = params.load()
+    recipe = params.recipe
     out = translate_set(recipe)
     write_manifest(res, "translate", recipe, out.counts.model_dump())
     splits = [{"split": s, "rows": n} for s, n in out.rows.items()]
@@ -70,7 +68,7 @@ def dry_run(params: TranslateParams) -> dict[str, Any]:
     input = system prompt + chunk, output ≈ `dry_run_output_ratio` × the chunk's tokens; the
     first attempts only (retranslations come on top)."""
     res = current()
-    recipe = params.load()
+    recipe = params.recipe
     spec = recipe.translation
     system = estimate_tokens(system_prompt(spec.lang))
     tin = tout = 0
@@ -86,7 +84,7 @@ def dry_run(params: TranslateParams) -> dict[str, Any]:
                         tin += system + estimate_tokens(chunk.text)
                         tout += round(recipe.dry_run_output_ratio * estimate_tokens(chunk.text))
                     unique[digest] += 1
-    return {"recipe": str(Path(params.recipe)), "set": recipe.set, "lang": spec.lang,
+    return {"set": recipe.set, "lang": spec.lang,
             "records": records, "chunks": sum(unique.values()), "unique_chunks": len(unique),
             "input_tokens": tin, "output_tokens": tout,
             "online_cost_usd": round(res.pool.cost(spec.model, tin, tout, "online"), 4),

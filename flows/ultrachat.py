@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, Field
 
+from flows.params import RECIPE, RecipeParams
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.resources import current, run
 from tasks.adapters.settings import RECIPES_DIR
 from tasks.core.ultrachat import summary as sm
 from tasks.core.ultrachat.dialogue import shard_plan
-from tasks.core.ultrachat.recipe import UltraChatRecipe, check_against_pool, load_ultrachat_recipe
+from tasks.core.ultrachat.recipe import UltraChatRecipe, check_against_pool
 from tasks.reporting import markdown_table, publish_summary, write_manifest
 from tasks.shards import run_shards
 from tasks.ultrachat.dialogues import run_dialogue_shard
@@ -31,20 +32,20 @@ from tasks.ultrachat.export import export_dialogues, filter_dialogues
 from tasks.ultrachat.openings import dry_run_plan, make_openings
 
 
-class UltraChatParams(BaseModel):
-    """Parameters of the `ultrachat` flow (a UI form in Prefect)."""
+class UltraChatParams(RecipeParams):
+    """The UltraChat recipe (flows/recipes/ultrachat.yaml by default; data paths relative to
+    `base_dir`)."""
 
-    recipe: str = Field(default=str(RECIPES_DIR / "ultrachat.yaml"),
-                        description="Recipe YAML; its data paths are relative to its folder.")
-    overrides: list[str] = Field(default_factory=list,
-                                 description="`key.path=value` overrides, as `--set` on the CLI.")
+    default_file: ClassVar[Path] = RECIPES_DIR / "ultrachat.yaml"
+    recipe: UltraChatRecipe = RECIPE
 
     def load(self) -> UltraChatRecipe:
-        """The validated recipe, its models checked against the pool before anything is paid."""
-        recipe = load_ultrachat_recipe(self.recipe, self.overrides)
+        """The recipe with its data paths resolved, its models checked against the pool before
+        anything is paid."""
+        recipe = self.recipe.resolved(self.base)
         problems = check_against_pool(recipe, set(current().pool.models))
         if problems:
-            raise ConfigError(f"{self.recipe}: " + "; ".join(problems))
+            raise ConfigError("recipe: " + "; ".join(problems))
         return recipe
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.params import RECIPE, RecipeParams
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.resources import Resources, current, run
 from tasks.adapters.settings import RECIPES_DIR
@@ -31,7 +32,6 @@ from tasks.core.ultrafeedback.plan import build_plan
 from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe, check_against_pool, resolve_routes
 from tasks.core.ultrafeedback.tables import ANNOTATIONS, BLOCKS, COMPLETIONS, CRITIQUES, TABLES
 from tasks.core.usage import UsageRow, merge_usage
-from tasks.core.yamlconf import load_recipe
 from tasks.reporting import markdown_table, publish_summary, write_manifest
 from tasks.shards import run_shards
 from tasks.ultrafeedback.blocks import block_key, done_marker, run_block, work_fingerprint
@@ -42,14 +42,11 @@ DEFAULT_RECIPE = RECIPES_DIR / "ultrafeedback.yaml"
 MAX_SHARD_THREADS = 64  # hard bound on task threads; the recipe's max_parallel_shards is lower
 
 
-class UltraFeedbackParams(BaseModel):
-    """Which recipe to run, and overrides of its keys."""
+class UltraFeedbackParams(RecipeParams):
+    """The UltraFeedback recipe (flows/recipes/ultrafeedback.yaml by default)."""
 
-    recipe: str = Field(default=str(DEFAULT_RECIPE),
-                        description="Path of the UltraFeedback recipe YAML.")
-    overrides: list[str] = Field(default_factory=list,
-                                 description="`key.path=value` overrides, like `--set` "
-                                             "(e.g. plan.n_models=2).")
+    default_file: ClassVar[Path] = DEFAULT_RECIPE
+    recipe: UltraFeedbackRecipe = RECIPE
 
 
 DEFAULT_PARAMS = UltraFeedbackParams()
@@ -112,11 +109,10 @@ def resolve_recipe(params: UltraFeedbackParams,
                    res: Resources | None = None) -> tuple[UltraFeedbackRecipe, Path]:
     """The validated recipe (checked against the pool) and the directory its paths are relative to."""
     res = res or current()
-    recipe = load_recipe(params.recipe, UltraFeedbackRecipe, params.overrides)
-    problems = check_against_pool(recipe, res.pool)
+    problems = check_against_pool(params.recipe, res.pool)
     if problems:
-        raise ConfigError(f"{params.recipe}: " + "; ".join(problems))
-    return resolve_routes(recipe, res.pool), Path(params.recipe).resolve().parent
+        raise ConfigError("recipe: " + "; ".join(problems))
+    return resolve_routes(params.recipe, res.pool), params.base
 
 
 @flow(name="ultrafeedback", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARD_THREADS))
@@ -227,4 +223,4 @@ def dry_run(params: UltraFeedbackParams) -> dict[str, Any]:
     counts = {**intake_counts.model_dump(), "planned_completions": len(plan), **landed}
     total = {k: sum(r[k] for r in rows) for k in ("requests", "input_tokens", "output_tokens")}
     total["cost_usd"] = round(sum(r["cost_usd"] for r in rows), 4)
-    return {"recipe": params.recipe, "counts": counts, "estimate": rows, "total": total}
+    return {"counts": counts, "estimate": rows, "total": total}

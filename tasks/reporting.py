@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect.artifacts import (
+    create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
@@ -61,6 +62,13 @@ def publish_summary(key: str, markdown: str, tables: dict[str, list[dict[str, An
     for name, rows in tables.items():
         if rows:
             create_table_artifact(table=rows, key=f"{key}-{name}", description=name, _sync=True)
+
+
+def publish_link(key: str, link: str, text: str, description: str) -> None:
+    """A link artifact `key` to a file the run made (e.g. the HTML report)."""
+    if _in_run():
+        create_link_artifact(link=link, link_text=text, key=key, description=description,
+                             _sync=True)
 
 
 def _git_sha() -> str | None:

@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.sim",
     "tests.fixtures.prefect",
+    "tests.fixtures.browser",
 ]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from tasks.reporting import Progress, markdown_table, publish_summary
-from tasks.training.run import TrainResult
+from tasks.training.result import TrainResult
 
 MAX_UPDATES = 100  # progress-artifact updates per run (each is one API call)
 CURVE_ROWS = 20  # loss-curve rows shown in the markdown (the table artifact has them all)

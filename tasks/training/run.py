@@ -14,59 +14,19 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import huggingface_hub.constants
 from datasets import Dataset
-from pydantic import BaseModel, Field
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainerCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-from tasks.training.config import TINY, DPOTraining, PresetName, SFTTraining, TrainRecipe
+from tasks.training.config import TINY, DPOTraining, SFTTraining, TrainRecipe
 from tasks.training.data import for_trainer, load_split, texts, truncate_pair
+from tasks.training.result import METRICS_FILE, CurvePoint, TrainResult
 from tasks.training.tiny import save_tiny_model
 
-METRICS_FILE = "metrics.json"
 TINY_TOKENIZER_ROWS = 5_000  # rows whose text trains the tiny tokenizer
-
-
-class CurvePoint(BaseModel):
-    """One logged training step."""
-
-    step: int
-    loss: float
-    learning_rate: float | None = None
-    reward_accuracy: float | None = Field(default=None, description="DPO: share of pairs whose "
-                                          "chosen reward exceeds the rejected one.")
-    reward_margin: float | None = Field(default=None, description="DPO: mean chosen − rejected reward.")
-
-    @classmethod
-    def from_log(cls, entry: dict[str, Any]) -> CurvePoint:
-        return cls(step=entry["step"], loss=entry["loss"], learning_rate=entry.get("learning_rate"),
-                   reward_accuracy=entry.get("rewards/accuracies"),
-                   reward_margin=entry.get("rewards/margins"))
-
-
-class TrainResult(BaseModel):
-    """What a run returns (metrics.json holds this plus the recipe and TRL's full log)."""
-
-    kind: Literal["sft", "dpo"]
-    preset: PresetName
-    base_model: str = Field(description="The recipe's `model`: tiny, a directory or a Hub id.")
-    model_dir: str = Field(description="The trained model and tokenizer (= the recipe's output_dir).")
-    metrics_path: str
-    columns: list[str] = Field(description="The dataset columns handed to the trainer.")
-    train_rows: int = Field(description="Exported rows of the train split.")
-    train_examples: int = Field(description="Examples after TRL's preparation: packed blocks (SFT "
-                                            "with packing), pairs kept (DPO drops those whose "
-                                            "prompt alone fills max_length).")
-    eval_rows: int
-    steps: int
-    first_loss: float | None = Field(description="None when no step was logged.")
-    last_loss: float | None
-    loss_curve: list[CurvePoint]
-    train_metrics: dict[str, float]
-    eval_metrics: dict[str, float]
 
 
 def train_sft(recipe: SFTTraining, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:

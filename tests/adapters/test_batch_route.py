@@ -427,8 +427,8 @@ def test_a_missing_output_file_is_an_error_naming_batch_stage_and_file_and_its_l
 
 def test_collector_rounds_overlap_and_a_key_two_rounds_share_is_submitted_and_billed_once(
         make_simulator, tmp_path):
-    # a batch takes about 1.3 s: its lines are answered over 60% of a 2 s window
-    sim = make_simulator(overrides=FAST | {"batch.window_s": 2, "batch.progress": 0.6})
+    # a batch takes about 2.4 s: its lines are answered over 60% of a 4 s window
+    sim = make_simulator(overrides=FAST | {"batch.window_s": 4, "batch.progress": 0.6})
     route = make_route(sim, tmp_path)
     collector = BatchCollector(route)
     collector.configure(wait_s=20, linger_s=0.05, poll_s=0.02, retry="none", max_resubmits=0)
@@ -447,7 +447,9 @@ def test_collector_rounds_overlap_and_a_key_two_rounds_share_is_submitted_and_bi
         finally:
             await route.gateway.aclose()
     one, two, submitted_after = asyncio.run(go())
-    assert submitted_after < 0.5  # the second round did not wait for the first batch to finish
+    # the second round did not wait for the first batch to finish (about 2 s more; the bound
+    # leaves room for a loaded machine)
+    assert submitted_after < 1.2
     assert all(r.ok for r in one + two)
     stats = sim.stats()["batch"]
     assert stats["batches_created"] == 2 and stats["custom_id_repeats"] == 0

@@ -96,17 +96,17 @@ def test_compose_is_the_production_shape():
 
     # two process workers from our image on one pool, whose job template turns the flow-run
     # children's metrics server off (they would crash binding the worker's port) and which
-    # the deployments step creates with the same template
-    pool_create = " ".join(argv(services["deployments"])).split("&&")[0].split()
-    template = flag(pool_create, "--base-job-template")
-    assert (REPO / template).is_file()
+    # the deployments step (`ultraforge deploy`, flows/cli.py) creates with the same template
+    assert argv(services["deployments"]) == ["ultraforge", "deploy"]
+    pool = yaml.safe_load((REPO / "prefect.yaml").read_text())["definitions"]["work_pool"]["name"]
+    template = str(POOL_TEMPLATE.relative_to(REPO))
     ws = workers(config)
     assert len(ws) == 2
     names = set()
     for svc in ws.values():
         args = argv(svc)
         assert args[:3] == ["prefect", "worker", "start"]
-        assert flag(args, "--pool") == flag(pool_create, "create") == "ultraforge"
+        assert flag(args, "--pool") == pool == "ultraforge"
         assert flag(args, "--type") == "process"
         assert flag(args, "--base-job-template") == template
         assert "--with-healthcheck" in args

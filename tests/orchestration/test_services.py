@@ -10,6 +10,7 @@ covered by the lake and flow tests on moto's S3 server.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from tests.fixtures.ops import ci_trigger_script
+from tests.orchestration.test_pipeline import SMALL
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -123,14 +125,15 @@ def test_compose_services_run_as_processes_and_a_deployment_completes(tmp_path):
         wait_for(f"http://127.0.0.1:{metrics_port}/metrics")
         # triggered by the CI example's own step (infra/github/trigger-pipeline.yml)
         run = subprocess.run(["bash", "-ec", ci_trigger_script()], cwd=REPO, env={
-            **env, "DEPLOYMENT": "ultrachat/ultrachat", "WATCH_TIMEOUT": "300",
+            **env, "DEPLOYMENT": "pipeline/pipeline", "WATCH_TIMEOUT": "300",
             "GITHUB_RUN_ID": "local", "GITHUB_RUN_ATTEMPT": "1",
-            "PARAMS": '{"params": {"overrides": ["sectors.world.dialogues=2", '
-                      '"sectors.writing.dialogues=2", "sectors.materials.dialogues=2"]}}'},
+            "PARAMS": json.dumps({"params": SMALL})},
             capture_output=True, text=True, timeout=360)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        exports = list((tmp_path / "data" / "lake").rglob("*.jsonl"))
-        assert exports, "the deployment run should have written its export to the lake"
+        lake = tmp_path / "data" / "lake"
+        for landed in ("exports/ultrafeedback/ultrafeedback.parquet", "exports/sft/ultrachat_200k",
+                       "exports/dpo-ja/ultrafeedback_binarized/README.md", "reports/latest.html"):
+            assert (lake / landed).exists(), f"the pipeline run did not land {landed}"
     finally:
         for p in procs:
             p.terminate()

@@ -288,7 +288,10 @@ def test_a_run_killed_mid_translation_then_rerun_gives_the_same_set_repaying_at_
     rerun = subprocess.run(command, env=env_, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     repaid = sim.stats()["requests"] - 2 * unique
-    assert 0 <= repaid <= concurrency, (killed_at, repaid)
+    # in flight at the kill: at most `concurrency` requests on the wire, plus replies received
+    # but not yet committed to the journal, whose slots were already taken by new requests
+    # (docs/engine.md#exactly-once)
+    assert 0 <= repaid <= 2 * concurrency, (killed_at, repaid)
     assert published(lake) == published(clean_lake)  # the same files, byte for byte
 
 

@@ -146,7 +146,8 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _ident(name: str) -> str:
+def ident(name: str) -> str:
+    """A SQL identifier (quoted)."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -155,8 +156,8 @@ def score_sql(recipe: DPORecipe) -> str:
     if recipe.score == "overall_score":
         return f"{ZEPHYR_UDF}(c.overall_score)" if recipe.zephyr_scores else "c.overall_score"
     if recipe.score == "mean_aspects":
-        return f"c.{_ident(FINE_GRAINED)}"
-    return f"TRY_CAST(c.annotations.{_ident(recipe.score[7:])}.Rating AS DOUBLE)"
+        return f"c.{ident(FINE_GRAINED)}"
+    return f"TRY_CAST(c.annotations.{ident(recipe.score[7:])}.Rating AS DOUBLE)"
 
 
 def normalize_sql(expr: str) -> str:
