@@ -23,7 +23,7 @@ from tasks.adapters import metrics
 from tasks.adapters.lake import Lake
 from tasks.adapters.llm.batch import BatchCollector, BatchRoute
 from tasks.adapters.llm.gateway import Gateway, load_pool, resolve_api_keys
-from tasks.adapters.llm.journal import Journal, journal_at
+from tasks.adapters.llm.journal import Journal, LakeMirror, journal_at, mirror_at
 from tasks.adapters.settings import Settings, launched_flow_run_id
 from tasks.adapters.warehouse import Warehouse
 from tasks.core.pool import PoolConfig
@@ -71,14 +71,20 @@ class Resources:
     pool: PoolConfig
     lake: Lake
     journal: Journal
+    mirror: LakeMirror | None = None  # the journal shared through the lake (None: not shared)
     _gateway: Gateway | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings | None = None) -> Resources:
         settings = settings or Settings()
         metrics.start_pushing(settings.pushgateway_url, launched_flow_run_id())
-        return cls(settings=settings, pool=load_pool(settings), lake=Lake.from_settings(settings),
-                   journal=journal_at(settings.journal))
+        lake, journal = Lake.from_settings(settings), journal_at(settings.journal)
+        mirror = (mirror_at(journal, lake, settings.journal_segment_s)
+                  if settings.journal_segment_s > 0 else None)
+        if mirror is not None:
+            mirror.import_new()  # what other machines paid for is a journal hit here
+        return cls(settings=settings, pool=load_pool(settings), lake=lake, journal=journal,
+                   mirror=mirror)
 
     @property
     def gateway(self) -> Gateway:
@@ -90,10 +96,13 @@ class Resources:
         return self._gateway
 
     def new_run(self) -> Resources:
-        """These resources with a fresh gateway (the old one's clients are closed)."""
+        """These resources with a fresh gateway (the old one's clients are closed), and the
+        journal segments other processes landed since imported."""
         if self._gateway is not None:
             run(self._gateway.aclose())
             self._gateway = None
+        if self.mirror is not None:
+            self.mirror.import_new()
         return self
 
     def warehouse(self, *, read_only: bool = False) -> Warehouse:

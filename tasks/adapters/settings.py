@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     endpoint_base_url: str | None = Field(
         default=None, description="Point every pool endpoint at this URL (demo, tests, one vLLM).")
+    journal_segment_s: float = Field(
+        default=5.0, ge=0, description="Land the journal's new replies in the lake (_journal/) "
+        "this often, for other machines; 0: the journal stays on this machine.")
     pushgateway_url: str | None = Field(
         default=None, description="Prometheus Pushgateway (http://host:9091): every process that "
         "runs flows pushes its metrics there periodically and at exit (tasks/adapters/metrics.py).")
