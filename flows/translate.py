@@ -24,6 +24,7 @@ from tasks.core.translate import fields
 from tasks.core.translate.prompt import system_prompt
 from tasks.core.translate.recipe import TranslateRecipe
 from tasks.core.translate.work import plan_text
+from tasks.core.usage import usage_table
 from tasks.reporting import markdown_table, publish_summary, write_manifest
 from tasks.translate.sets import TranslateExport, record_batches, translate_set
 
@@ -53,7 +54,7 @@ def translate(params: TranslateParams) -> TranslateExport:
     counts = [{"count": k, "value": v} for k, v in out.counts.model_dump().items()]
     flags = [{"reason": k, "chunks": v, "records": out.flagged_records.get(k, 0)}
              for k, v in out.flags.items()]
-    usage = [u.model_dump() for u in out.usage]
+    usage = usage_table(out.usage)
     publish_summary(f"translate-{recipe.set}-{recipe.lang}-summary", "\n".join([
         f"# {recipe.set} → {recipe.lang}", "", "## Splits", markdown_table(splits),
         "## Counts", markdown_table(counts), "## Flags by reason", markdown_table(flags),

@@ -31,7 +31,7 @@ from tasks.core.ultrafeedback.intake import Quarantined
 from tasks.core.ultrafeedback.plan import build_plan
 from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe, check_against_pool, resolve_routes
 from tasks.core.ultrafeedback.tables import ANNOTATIONS, BLOCKS, COMPLETIONS, CRITIQUES, TABLES
-from tasks.core.usage import UsageRow, merge_usage
+from tasks.core.usage import UsageRow, merge_usage, usage_table
 from tasks.reporting import markdown_table, publish_summary, write_manifest
 from tasks.shards import run_shards
 from tasks.ultrafeedback.blocks import block_key, done_marker, run_block, work_fingerprint
@@ -183,7 +183,7 @@ def _failed_jobs(shards: list[ShardSummary]) -> dict[str, int]:
 def _publish(counts: UltraFeedbackCounts, usage: list[UsageRow], out: Export,
              quarantined: list[Quarantined]) -> None:
     cost = sum(u.cost_usd for u in usage)
-    rows = [u.model_dump() for u in usage]
+    rows = usage_table(usage)
     count_rows = [{"count": k, "value": v} for k, v in counts.model_dump().items()]
     markdown = "\n".join([
         "# UltraFeedback run", "",

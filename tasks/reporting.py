@@ -26,6 +26,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from pydantic import BaseModel
 
 from tasks.adapters.resources import Resources
+from tasks.console import board
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ultraforge", "prefect", "openai", "duckdb", "datasets", "s3fs", "pyarrow", "tenacity")
@@ -41,17 +42,22 @@ def _flow_run_id() -> str | None:
 
 
 class Progress:
-    """A progress artifact on the flow run graph, updated in place (one API call per update)."""
+    """A progress artifact on the flow run graph, updated in place (one API call per update),
+    and a line of the live display when stderr is a terminal (tasks/console.py)."""
 
-    def __init__(self, title: str):
+    def __init__(self, title: str, total: int = 0):
         self._id: UUID | None = None
         if _in_run():
             self._id = create_progress_artifact(progress=0.0, description=title, _sync=True)
+        self._board = board()
+        self._line = self._board.add(title, total) if self._board is not None else None
 
     def update(self, done: int, total: int) -> None:
         if self._id is not None and total:
             update_progress_artifact(
                 artifact_id=self._id, progress=round(100.0 * done / total, 2), _sync=True)
+        if self._board is not None:
+            self._board.update(self._line, done, total)
 
 
 def publish_summary(key: str, markdown: str, tables: dict[str, list[dict[str, Any]]]) -> None:

@@ -149,7 +149,9 @@ def run_shards(submissions: Sequence[Callable[[], PrefectFuture]], limit: int,
     run's gateway refuses every call after a fatal error). Any other shard failure is raised once
     the other shards are done, so what can land, lands.
     """
-    progress = Progress(f"{title}: {len(submissions)} shards")
+    progress = Progress(f"{title}: {len(submissions)} shards", len(submissions))
+    if not submissions:
+        progress.update(0, 0)  # nothing to do: the line closes at once
     done: list[ShardSummary] = []
     errors: list[BaseException] = []
     running: set[PrefectFuture] = set()

@@ -50,6 +50,9 @@ class ChatResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     latency_s: float = 0.0
     attempts: int = 0
+    rate_limited: int = Field(default=0, description="Attempts the endpoint refused with a 429.")
+    sent_at: float | None = Field(default=None, description="Unix time the last attempt went "
+                                  "out (with `latency_s`, when the reply came: throughput over time).")
     from_journal: bool = False
     route: Route = "online"
     error: str | None = None

@@ -58,6 +58,10 @@ class Limits(Strict):
                                      description="Adaptive concurrency start when no limits are known.")
     refund_unused_tokens: bool = Field(
         default=False, description="Whether the endpoint refunds unused max_tokens reservation.")
+    shared: bool = Field(
+        default=False, description="`rpm` is one budget for every process (workers on several "
+        "machines): each takes slices of it from a Prefect global rate limit "
+        "(docs/rate-limits.md#shared-budgets). Needs the Prefect API.")
 
 
 class Price(Strict):

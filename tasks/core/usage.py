@@ -9,12 +9,14 @@ nothing; a result with an error is a failed call; a call still waiting in a batc
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.chat import ChatResult, Route
 
-COUNTS = ("requests", "from_journal", "failed", "pending", "prompt_tokens", "completion_tokens")
+COUNTS = ("requests", "from_journal", "failed", "pending", "prompt_tokens", "completion_tokens",
+          "rate_limited", "retried")
 Cost = Callable[[str, int, int, Route], float]  # (pool model, tokens in, out, route) → USD
 
 
@@ -33,6 +35,11 @@ class UsageRow(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    rate_limited: int = Field(default=0, description="Attempts refused with a 429 (paid and failed calls).")
+    retried: int = Field(default=0, description="Attempts beyond the first (paid and failed calls).")
+    first_sent: float | None = Field(default=None, description="Unix time the first of these "
+                                     "calls went out: with `last_done`, their span in time.")
+    last_done: float | None = Field(default=None, description="Unix time the last one ended.")
 
 
 def usage_of(stage: str, results: Iterable[ChatResult], cost: Cost) -> list[UsageRow]:
@@ -43,10 +50,18 @@ def usage_of(stage: str, results: Iterable[ChatResult], cost: Cost) -> list[Usag
                                                            route=r.route))
         if r.pending is not None:
             row.pending += 1
-        elif not r.ok:
-            row.failed += 1
-        elif r.from_journal:
+            continue
+        if r.from_journal:
             row.from_journal += 1
+            continue
+        row.rate_limited += r.rate_limited
+        row.retried += max(0, r.attempts - 1)
+        if r.sent_at is not None:
+            done = r.sent_at + r.latency_s if r.ok else None
+            row.first_sent = min(row.first_sent or r.sent_at, r.sent_at)
+            row.last_done = max(row.last_done or 0.0, done or r.sent_at)
+        if not r.ok:
+            row.failed += 1
         else:
             row.requests += 1
             row.prompt_tokens += r.usage.prompt_tokens
@@ -65,7 +80,21 @@ def merge_usage(rows: Iterable[UsageRow]) -> list[UsageRow]:
         for f in COUNTS:
             setattr(a, f, getattr(a, f) + getattr(r, f))
         a.cost_usd += r.cost_usd
+        if r.first_sent is not None:
+            a.first_sent = min(a.first_sent or r.first_sent, r.first_sent)
+            a.last_done = max(a.last_done or 0.0, r.last_done or r.first_sent)
     return [_rounded(acc[k]) for k in sorted(acc)]
+
+
+def usage_table(rows: Iterable[UsageRow]) -> list[dict[str, Any]]:
+    """Rows as a summary shows them: the counts, 429s and retries, cost, and the paid requests
+    per second over the span the calls took (their timestamps themselves left out)."""
+    out = []
+    for r in rows:
+        span = (r.last_done or 0.0) - (r.first_sent or 0.0)
+        out.append({**r.model_dump(exclude={"first_sent", "last_done"}),
+                    "requests_per_s": round(r.requests / span, 2) if r.requests and span > 0 else None})
+    return out
 
 
 def _rounded(row: UsageRow) -> UsageRow:

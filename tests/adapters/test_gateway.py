@@ -66,6 +66,12 @@ def test_completes_everything_through_limits_and_faults(make_simulator, tmp_path
     assert usage.completion_tokens == sim_model["completion_tokens"]
     expected = (usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0) / 1e6
     assert usage.cost_usd == pytest.approx(expected, rel=1e-6)
+    # the 429s and retries the endpoint saw, and the span of the calls in time
+    refused = sum(stats["by_outcome"].get(k, 0) for k in ("injected_429", "rate_limit_requests",
+                                                          "rate_limit_tokens"))
+    assert usage.rate_limited == refused > 0
+    assert usage.retried == stats["requests"] - 150
+    assert 0 < usage.last_done - usage.first_sent < 60
 
 
 def metric(name: str, **labels: str) -> float:

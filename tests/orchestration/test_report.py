@@ -114,7 +114,8 @@ def assert_link_artifact(link: str) -> None:
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=["report"])))
-    assert len(found) == 1 and found[0].data == f"[ultraforge report]({link})"  # Prefect's link
+    # Prefect's link to this report (other tests of the session publish reports of their own)
+    assert [a.data for a in found].count(f"[ultraforge report]({link})") == 1
 
 
 def test_a_bad_row_or_metrics_file_is_an_error_naming_it(tmp_path):

@@ -29,7 +29,7 @@ class FakeHttpGateway(Gateway):
         self.sent: list[tuple[str, bool]] = []
         self.answered = 0
 
-    async def _send(self, name, endpoint, limiter, api_model, messages, params, result):
+    async def _send(self, name, endpoint, limiter, api_model, messages, params, result, budget=None):
         last = messages[-1]["content"]
         instruction = last.split("Instruction: ", 1)[1].split("\n", 1)[0]
         retry = "(retry " in last

@@ -41,6 +41,7 @@ from tasks.adapters.errors import (
     RejectedRequestError,
     RetryableAPIError,
 )
+from tasks.adapters.llm.budget import SharedBudget, budget_for
 from tasks.adapters.llm.journal import Journal
 from tasks.adapters.llm.ratelimit import Limiter, limiter_for
 from tasks.adapters.settings import Settings, secret_from_env
@@ -174,8 +175,10 @@ class Gateway:
                                  params: dict[str, Any], key: str) -> ChatResult:
         spec = self.pool.models[request.model]
         endpoint = self.pool.endpoints[spec.endpoint]
-        limiter = limiter_for(endpoint.base_url, api_model, self.pool.limits(request.model),
+        limits = self.pool.limits(request.model)
+        limiter = limiter_for(endpoint.base_url, api_model, limits,
                               self._accounts.get(spec.endpoint, ""))
+        budget = budget_for(spec.endpoint, api_model, limits.rpm) if limits.shared and limits.rpm else None
         result = ChatResult(key=key, model=request.model, api_model=api_model,
                             endpoint=spec.endpoint)
         try:
@@ -187,10 +190,11 @@ class Gateway:
                     result.attempts += 1
                     try:
                         await self._send(spec.endpoint, endpoint, limiter, api_model,
-                                         list(request.messages), params, result)
+                                         list(request.messages), params, result, budget=budget)
                     except RetryableAPIError as exc:
                         metrics.RETRYABLE.labels(request.model, spec.endpoint,
                                                  str(exc.status or "none")).inc()
+                        result.rate_limited += exc.status == 429
                         raise
         except RetryableAPIError as exc:
             self._count(request.model, spec.endpoint, "failed")
@@ -312,17 +316,22 @@ class Gateway:
         return self._clients[name]
 
     async def _send(self, name: str, endpoint: Endpoint, limiter: Limiter, api_model: str,
-                    messages: list[dict], params: dict, result: ChatResult) -> None:
-        """One attempt; fills `result` on success, raises Retryable/Fatal/Rejected otherwise."""
+                    messages: list[dict], params: dict, result: ChatResult,
+                    budget: SharedBudget | None = None) -> None:
+        """One attempt; fills `result` on success, raises Retryable/Fatal/Rejected otherwise.
+        With a shared budget (`limits.shared`), the attempt first takes its turn in it."""
         reserved = estimate_prompt_tokens(messages) + max_tokens_of(params, 0) * int(params.get("n", 1))
         if limiter.tokens and reserved > limiter.tokens.per_minute:
             raise FatalAPIError(name, f"request too large: needs ~{reserved} tokens (prompt + max_tokens), "
                                       f"the limit is {limiter.tokens.per_minute} TPM")
+        if budget is not None:
+            await budget.take()
         await limiter.admit(reserved)
         if self.fatal is not None:  # stopped while this request waited for its turn
             limiter.finish(reserved=reserved, used=None, latency=None)
             raise self.fatal
         started = self.last_sent_at = time.monotonic()
+        result.sent_at = time.time()
         used = latency = None
         task = asyncio.current_task()
         self._on_the_wire.add(task)

@@ -14,7 +14,7 @@ from tasks.core.shards import ShardSummary
 from tasks.core.ultrachat.dialogue import STOP_REASONS, DialogueRecord
 from tasks.core.ultrachat.filters import Reject
 from tasks.core.ultrachat.recipe import SECTORS
-from tasks.core.usage import UsageRow, merge_usage
+from tasks.core.usage import UsageRow, merge_usage, usage_table
 
 
 class OpeningsSummary(BaseModel):
@@ -114,7 +114,7 @@ def run_report(openings: list[OpeningsSummary], shards: list[ShardSummary],
     """
     merged = merge_usage([*(u for o in openings for u in o.usage),
                           *(u for s in shards for u in s.usage)])
-    usage = [{"role": u.stage, **u.model_dump(exclude={"stage"})} for u in merged]
+    usage = [{"role": row.pop("stage"), **row} for row in usage_table(merged)]
     speed = throughput(sum(s.items for s in shards if s.usage),
                        sum(u.requests for s in shards for u in s.usage), dialogue_seconds)
     counts = {"dialogues": filtered.dialogues, "kept": filtered.kept,

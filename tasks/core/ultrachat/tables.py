@@ -39,7 +39,9 @@ USAGE_SCHEMA = pa.schema([
     ("shard_key", pa.string()), ("stage", pa.string()), ("role", pa.string()),
     ("model", pa.string()), ("route", pa.string()), ("requests", pa.int64()),
     ("from_journal", pa.int64()), ("failed", pa.int64()), ("pending", pa.int64()),
-    ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("cost_usd", pa.float64())])
+    ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("cost_usd", pa.float64()),
+    ("rate_limited", pa.int64()), ("retried", pa.int64()), ("first_sent", pa.float64()),
+    ("last_done", pa.float64())])
 RAW_SCHEMA = pa.schema([("id", pa.string()), ("data", pa.list_(pa.string()))])
 MESSAGES_SCHEMA = pa.schema([
     ("id", pa.string()), ("sector", pa.string()), ("prompt", pa.string()),

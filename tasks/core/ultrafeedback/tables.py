@@ -52,7 +52,8 @@ _SCHEMAS = {
                            ("endpoint", _STR), ("route", _STR), ("requests", _INT),
                            ("from_journal", _INT), ("failed", _INT), ("pending", _INT),
                            ("prompt_tokens", _INT), ("completion_tokens", _INT),
-                           ("cost_usd", _FLOAT)]),
+                           ("cost_usd", _FLOAT), ("rate_limited", _INT), ("retried", _INT),
+                           ("first_sent", _FLOAT), ("last_done", _FLOAT)]),
     "uf_blocks": pa.schema([("block_key", _STR), ("fingerprint", _STR), ("prompts", _INT)]),
 }
 _KEYS = {
