@@ -331,7 +331,13 @@ def sim(preset: str, host: str, port: int, seed: int, overrides: tuple[str, ...]
 @click.option("--train", is_flag=True, help="Also train the tiny model: SFT, then DPO (CPU).")
 def demo(preset: str, seed: int, train: bool) -> None:
     """Run the whole factory on bundled data against the bundled simulator."""
+    import os
+
     from flows.demo import run_demo
+
+    # the demo's temporary Prefect server sends no usage telemetry (nothing leaves this machine;
+    # its heartbeat also raced the server's SQLite file at start-up: "database is locked")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
     out = run_demo(preset=preset, seed=seed, train=train)
     uf, uc, sim = out["ultrafeedback"], out["ultrachat"], out["simulator"]
