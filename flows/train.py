@@ -19,9 +19,10 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from tasks.training.config import DPOTraining, PresetName, SFTTraining, TrainRecipe
-from tasks.training.report import ProgressCallback, publish_training
 from tasks.training.result import TrainResult
-from tasks.training.run import train_dpo, train_sft
+
+# tasks.training.run and .report import torch, transformers and TRL (~15 s): they are imported
+# where a flow trains, not where it is only loaded (`ultraforge deploy`, the CLI's validation).
 
 
 class TrainParams(BaseModel):
@@ -65,18 +66,26 @@ class DPOParams(TrainParams):
 @task(name="sft-train", cache_policy=NO_CACHE)
 def sft_train(recipe: SFTTraining) -> TrainResult:
     """SFTTrainer on the recipe's train split, with a progress artifact."""
+    from tasks.training.report import ProgressCallback
+    from tasks.training.run import train_sft
+
     return train_sft(recipe, callbacks=[ProgressCallback("SFT training")])
 
 
 @task(name="dpo-train", cache_policy=NO_CACHE)
 def dpo_train(recipe: DPOTraining) -> TrainResult:
     """DPOTrainer on the recipe's train split, with a progress artifact."""
+    from tasks.training.report import ProgressCallback
+    from tasks.training.run import train_dpo
+
     return train_dpo(recipe, callbacks=[ProgressCallback("DPO training")])
 
 
 @flow(name="sft")
 def sft(params: SFTParams) -> TrainResult:
     """Exported SFT set → Zephyr chat template → TRL SFTTrainer → model, tokenizer, metrics."""
+    from tasks.training.report import publish_training
+
     result = sft_train(params.load())
     publish_training(result)
     return result
@@ -85,6 +94,8 @@ def sft(params: SFTParams) -> TrainResult:
 @flow(name="dpo")
 def dpo(params: DPOParams) -> TrainResult:
     """SFT model + exported preference pairs → TRL DPOTrainer → model, tokenizer, metrics."""
+    from tasks.training.report import publish_training
+
     result = dpo_train(params.load())
     publish_training(result)
     return result
