@@ -16,7 +16,7 @@ from tasks.adapters.llm.budget import SharedBudget, limit_name
 
 REPO = Path(__file__).resolve().parents[2]
 RPM = 6000
-PER_WORKER = 900
+PER_WORKER = 1200
 
 WORKER = """
 import asyncio, json, os, sys, time
@@ -75,9 +75,8 @@ def test_two_workers_sharing_a_6000_rpm_budget_stay_under_it_and_use_most_of_it(
     limit = RPM / 60
     print(f"shared budget: {rate:.1f} req/s of {limit:.0f}, {refused} 429s of {sent} requests")
     assert refused <= 0.01 * sent, (refused, sent)
-    # measured 87-91% here (the limit refills at 98%; a refused acquisition sleeps Prefect's
-    # jittered Retry-After): the issue asks 90%, this bound keeps the test from flaking
-    assert rate >= 0.85 * limit, f"{rate:.1f} req/s of {limit:.0f}"
+    # measured 93-95% here: the limit refills at 98%, and the start-up of each process counts
+    assert rate >= 0.90 * limit, f"{rate:.1f} req/s of {limit:.0f}"
 
 
 def test_budget_slices_are_a_quarter_second_of_the_limit_and_names_are_safe():
