@@ -111,7 +111,10 @@ def test_sigkill_after_the_batches_are_submitted_then_rerun_submits_nothing_twic
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    stats = sim.stats()["batch"]
+    # a batch counts its custom_ids once validated: the snapshot waits for that
+    while (stats := sim.stats()["batch"])["by_status"].get("validating", 0):
+        assert time.monotonic() < deadline, "the judge batches were never validated"
+        time.sleep(0.05)
     assert stats["by_status"]["completed"] == 0, "killed too late: a batch had finished"
 
     rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
