@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.adapters.settings import RECIPES_DIR
+from tasks.core.shards import ScaleOut
 from tasks.core.yamlconf import apply_overrides, load_recipe, parse_yaml_model
 
 # each flow's `recipe` field: filled by the validator below, from the bundled file if not given
@@ -81,3 +82,10 @@ class RecipeParams(BaseModel):
                 cls.recipe_type(), "recipe (with overrides)", with_lines=False)
         data["overrides"] = []
         return data
+
+
+class ShardedParams(RecipeParams):
+    """A flow that runs shards: its recipe, and how it spreads them over the work pool."""
+
+    scale: ScaleOut = Field(default_factory=ScaleOut, description="Share the run's shards with "
+                            "child runs on the work pool (docs/operations.md#scale-out).")

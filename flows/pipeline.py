@@ -22,6 +22,7 @@ from flows.translate import TranslateParams, translate
 from flows.ultrachat import UltraChatParams, ultrachat
 from flows.ultrafeedback import UltraFeedbackParams, ultrafeedback
 from tasks.adapters.resources import current
+from tasks.core.shards import ScaleOut
 from tasks.core.translate.fields import SetKind
 from tasks.training.config import PresetName
 
@@ -36,6 +37,8 @@ class TranslateStage(BaseModel):
     lang: str = Field(default="ja", description="Target language code.")
     overrides: list[str] = Field(default_factory=list, description="`key.path=value` overrides "
                                  "of the translate recipe for every set (e.g. limit=50).")
+    scale: ScaleOut = Field(default_factory=ScaleOut, description="Each set's blocks shared "
+                            "with child runs on the work pool (docs/operations.md#scale-out).")
 
 
 class TrainStage(BaseModel):
@@ -86,7 +89,7 @@ def pipeline(params: PipelineParams | None = None) -> PipelineRun:
     sft_set = sft_export(params.sft)
     dpo_set = dpo_export(params.dpo)
     stage = params.translate
-    translated = {kind: translate(TranslateParams(set=kind, lang=stage.lang,
+    translated = {kind: translate(TranslateParams(set=kind, lang=stage.lang, scale=stage.scale,
                                                   overrides=stage.overrides)).folder
                   for kind in stage.sets}
     models = _train(params.train, sft_set.published.dataset_dict,

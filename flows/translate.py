@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 
 from prefect import flow
 
-from flows.params import RECIPE, RecipeParams
+from flows.params import RECIPE, ShardedParams
 from tasks.adapters.resources import current
 from tasks.adapters.settings import RECIPES_DIR
+from tasks.core.shards import PartRun
 from tasks.core.tokens import estimate_tokens
 from tasks.core.translate import fields
 from tasks.core.translate.prompt import system_prompt
@@ -29,7 +30,7 @@ from tasks.reporting import markdown_table, publish_summary, write_manifest
 from tasks.translate.sets import TranslateExport, record_batches, translate_set
 
 
-class TranslateParams(RecipeParams):
+class TranslateParams(ShardedParams):
     """The translate recipe (flows/recipes/translate.yaml by default). `set` and `lang` are
     shorthands of the recipe's `set` and `translation.lang`, as the CLI's options."""
 
@@ -44,11 +45,13 @@ class TranslateParams(RecipeParams):
 
 
 @flow(name="translate")
-def translate(params: TranslateParams) -> TranslateExport:
+def translate(params: TranslateParams) -> TranslateExport | PartRun:
     """Any set → the same set in another language (text fields translated, the rest kept)."""
     res = current()
     recipe = params.recipe
-    out = translate_set(recipe)
+    out = translate_set(recipe, params, params.scale)
+    if isinstance(out, PartRun):
+        return out
     write_manifest(res, "translate", recipe, out.counts.model_dump())
     splits = [{"split": s, "rows": n} for s, n in out.rows.items()]
     counts = [{"count": k, "value": v} for k, v in out.counts.model_dump().items()]

@@ -18,21 +18,23 @@ from typing import Any, ClassVar
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.params import RECIPE, RecipeParams
+from flows.params import RECIPE, ShardedParams
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.resources import current, run
 from tasks.adapters.settings import RECIPES_DIR
+from tasks.core.shards import PartRun
 from tasks.core.ultrachat import summary as sm
 from tasks.core.ultrachat.dialogue import shard_plan
 from tasks.core.ultrachat.recipe import UltraChatRecipe, check_against_pool
 from tasks.reporting import markdown_table, publish_summary, write_manifest
+from tasks.scaleout import fan_out, land_part
 from tasks.shards import run_shards
 from tasks.ultrachat.dialogues import run_dialogue_shard
 from tasks.ultrachat.export import export_dialogues, filter_dialogues
 from tasks.ultrachat.openings import dry_run_plan, make_openings
 
 
-class UltraChatParams(RecipeParams):
+class UltraChatParams(ShardedParams):
     """The UltraChat recipe (flows/recipes/ultrachat.yaml by default; data paths relative to
     `base_dir`)."""
 
@@ -56,7 +58,7 @@ def plan(params: UltraChatParams) -> dict[str, Any]:
 
 
 @flow(name="ultrachat", task_runner=ThreadPoolTaskRunner(max_workers=8))
-def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any]:
+def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any] | PartRun:
     """Make UltraChat-style dialogues for the recipe; return counts and export paths."""
     params = params or UltraChatParams()
     res = current().new_run()
@@ -64,17 +66,25 @@ def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any]:
     run(res.gateway.preflight(recipe.models.model_dump().values()))
     openings = [f.result() for f in [make_openings.submit(recipe, n) for n, _ in recipe.enabled()]]
     jobs = shard_plan([(o.key, o.selected) for o in openings], recipe.dialogue.shard_size)
+    fan = fan_out("ultrachat", params, params.scale)  # parts, if asked: the openings landed
 
     started = time.monotonic()
-    shards = run_shards([partial(run_dialogue_shard.submit, recipe, *job) for job in jobs],
+    shards = run_shards([partial(run_dialogue_shard.submit, recipe, *job)
+                         for job in fan.share(jobs)],
                         recipe.dialogue.shard_concurrency, f"ultrachat {recipe.name} dialogues")
+    if params.scale.part is not None:
+        return land_part(res.lake, "ultrachat", params.scale.part, shards)
+    keys = [s.key for s in shards]  # this run's pass covers every shard
+    theirs, children = fan.settle(res.lake)
+    shards += theirs
     elapsed = time.monotonic() - started
 
-    keys = [s.key for s in shards]
     filtered = filter_dialogues(recipe, keys)
     exported = export_dialogues(recipe, filtered.key, keys)
 
     counts, tables = sm.run_report(openings, shards, filtered, exported, elapsed)
+    if children:
+        tables["parts"] = [c.model_dump() for c in children]
     publish_summary(sm.artifact_key(recipe.name),
                     sm.run_markdown(recipe.name, counts, tables, markdown_table), tables)
     manifest = write_manifest(res, "ultrachat", recipe, counts)

@@ -21,11 +21,11 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.params import RECIPE, RecipeParams
+from flows.params import RECIPE, ShardedParams
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.resources import Resources, current, run
 from tasks.adapters.settings import RECIPES_DIR
-from tasks.core.shards import ShardSummary
+from tasks.core.shards import PartRun, ShardSummary
 from tasks.core.ultrafeedback.estimate import estimate_run, landed_calls
 from tasks.core.ultrafeedback.intake import Quarantined
 from tasks.core.ultrafeedback.plan import build_plan
@@ -33,6 +33,7 @@ from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe, check_against_p
 from tasks.core.ultrafeedback.tables import ANNOTATIONS, BLOCKS, COMPLETIONS, CRITIQUES, TABLES
 from tasks.core.usage import UsageRow, merge_usage, usage_table
 from tasks.reporting import markdown_table, publish_summary, write_manifest
+from tasks.scaleout import ChildRun, fan_out, land_part
 from tasks.shards import run_shards
 from tasks.ultrafeedback.blocks import block_key, done_marker, run_block, work_fingerprint
 from tasks.ultrafeedback.export import Export, export
@@ -42,7 +43,7 @@ DEFAULT_RECIPE = RECIPES_DIR / "ultrafeedback.yaml"
 MAX_SHARD_THREADS = 64  # hard bound on task threads; the recipe's max_parallel_shards is lower
 
 
-class UltraFeedbackParams(RecipeParams):
+class UltraFeedbackParams(ShardedParams):
     """The UltraFeedback recipe (flows/recipes/ultrafeedback.yaml by default)."""
 
     default_file: ClassVar[Path] = DEFAULT_RECIPE
@@ -116,7 +117,7 @@ def resolve_recipe(params: UltraFeedbackParams,
 
 
 @flow(name="ultrafeedback", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARD_THREADS))
-def ultrafeedback(params: UltraFeedbackParams = DEFAULT_PARAMS) -> UltraFeedbackRun:
+def ultrafeedback(params: UltraFeedbackParams = DEFAULT_PARAMS) -> UltraFeedbackRun | PartRun:
     """Prompts → 4 of N pool models → four-aspect judge + critique → lake → raw export."""
     res = current().new_run()
     recipe, base_dir = resolve_recipe(params, res)
@@ -124,18 +125,23 @@ def ultrafeedback(params: UltraFeedbackParams = DEFAULT_PARAMS) -> UltraFeedback
     run(res.gateway.preflight(recipe.models))  # every endpoint answers before we pay
     res.gateway.batches.configure(**recipe.batch.model_dump(exclude={"max_wait_s"}))
     fingerprint = work_fingerprint(recipe, res)
+    fan = fan_out("ultrafeedback", params, params.scale)  # parts, if asked: the prompts landed
     done = res.lake.shard_keys(BLOCKS)
-    todo = [b for b in range(intake.blocks)
+    todo = [b for b in fan.share(list(range(intake.blocks)))
             if done_marker(block_key(intake.key, b), fingerprint) not in done]
     shards = run_shards([partial(run_block.submit, recipe, intake.key, b, fingerprint)
                          for b in todo], min(recipe.max_parallel_shards, MAX_SHARD_THREADS),
                         "ultrafeedback blocks")
+    if params.scale.part is not None:
+        return land_part(res.lake, "ultrafeedback", params.scale.part, shards)
+    theirs, children = fan.settle(res.lake)
+    shards += theirs
     out = export(recipe, intake.key, intake.blocks)
     warehouse = refresh_warehouse(res)
     usage = merge_usage(u for s in shards for u in s.usage)
     counts = _counts(recipe, intake, shards, out, usage)
     manifest = write_manifest(res, "ultrafeedback", recipe, counts.model_dump())
-    _publish(counts, usage, out, intake.quarantined)
+    _publish(counts, usage, out, intake.quarantined, children)
     return UltraFeedbackRun(jsonl=out.jsonl, parquet=out.parquet, manifest=manifest,
                             warehouse=warehouse, counts=counts, usage=usage)
 
@@ -181,7 +187,7 @@ def _failed_jobs(shards: list[ShardSummary]) -> dict[str, int]:
 
 
 def _publish(counts: UltraFeedbackCounts, usage: list[UsageRow], out: Export,
-             quarantined: list[Quarantined]) -> None:
+             quarantined: list[Quarantined], children: list[ChildRun]) -> None:
     cost = sum(u.cost_usd for u in usage)
     rows = usage_table(usage)
     count_rows = [{"count": k, "value": v} for k, v in counts.model_dump().items()]
@@ -192,6 +198,7 @@ def _publish(counts: UltraFeedbackCounts, usage: list[UsageRow], out: Export,
         *([f"Pending in batches: {counts.pending_calls} calls (the next run collects them)", ""]
           if counts.pending_calls else []),
         "## Counts", markdown_table(count_rows),
+        *(["## Parts", markdown_table([c.model_dump() for c in children])] if children else []),
         "## Usage by stage and model", markdown_table(rows),
         "## Ratings per aspect", markdown_table(out.rating_histogram),
         "## Critique overall scores", markdown_table(out.score_histogram),

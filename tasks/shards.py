@@ -114,16 +114,30 @@ def _write_lease(lake: Lake, key: str, generation: str, expires: float) -> None:
     lake.write_bytes(f"{_lease_dir(key)}/{generation}", body)
 
 
+def _taken_over(lake: Lake, key: str, generation: str) -> bool:
+    """Whether the lease before `generation` was left unreleased by someone else: its holder
+    died or was cut off, after paying for calls it may not have landed."""
+    if generation == f"{0:08d}":
+        return False
+    before = _read_lease(lake, key, f"{int(generation) - 1:08d}")
+    return before["owner"] != OWNER and before["expires"] > 0
+
+
 @asynccontextmanager
-async def claimed(lake: Lake, key: str, ttl: float = LEASE_TTL_S) -> AsyncIterator[float]:
+async def claimed(lake: Lake, key: str, ttl: float = LEASE_TTL_S,
+                  on_takeover: Callable[[], object] | None = None) -> AsyncIterator[float]:
     """Hold the lease on `key` for the body, renewing it; yields the seconds spent waiting for
     another claimant first (0.0 when the lease was free). The body should re-check what is
-    missing: the other claimant may have landed it."""
+    missing: the other claimant may have landed it. `on_takeover` runs (in a thread) before the
+    body when the last holder left the lease unreleased: the place to import the journal
+    segments it landed, so that its calls are not paid again (docs/engine.md#journal-segments)."""
     started = time.monotonic()
     waited = 0.0
     while (generation := await asyncio.to_thread(try_lease, lake, key, ttl)) is None:
         await asyncio.sleep(LEASE_POLL_S)
         waited = time.monotonic() - started
+    if on_takeover is not None and await asyncio.to_thread(_taken_over, lake, key, generation):
+        await asyncio.to_thread(on_takeover)
 
     async def renew() -> None:
         while True:

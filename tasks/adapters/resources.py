@@ -101,9 +101,14 @@ class Resources:
         if self._gateway is not None:
             run(self._gateway.aclose())
             self._gateway = None
+        self.catch_up()
+        return self
+
+    def catch_up(self) -> None:
+        """Import the journal segments other processes landed since the last import (a shard
+        taken over from a lost worker then repays only what its last segment missed)."""
         if self.mirror is not None:
             self.mirror.import_new()
-        return self
 
     def warehouse(self, *, read_only: bool = False) -> Warehouse:
         """The warehouse file (one read-write process at a time)."""

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     journal_segment_s: float = Field(
         default=5.0, ge=0, description="Land the journal's new replies in the lake (_journal/) "
         "this often, for other machines; 0: the journal stays on this machine.")
+    part_grace_s: float = Field(
+        default=60.0, ge=0, description="Once a run with parts has every shard landed, how long "
+        "a part still running may take to end before it counts as lost with its worker and is "
+        "marked Crashed (docs/operations.md#scale-out).")
     pushgateway_url: str | None = Field(
         default=None, description="Prometheus Pushgateway (http://host:9091): every process that "
         "runs flows pushes its metrics there periodically and at exit (tasks/adapters/metrics.py).")

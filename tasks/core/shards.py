@@ -1,10 +1,12 @@
-"""What a shard task returns (tasks/shards.py): small and typed, enough for the run's counts."""
+"""What a shard task returns (tasks/shards.py): small and typed, enough for the run's counts;
+and how a run's shards are shared out between child runs (tasks/scaleout.py)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.core.usage import UsageRow
 
@@ -28,3 +30,63 @@ class ShardSummary(BaseModel):
     unparsed: int = Field(0, description="Judge replies that did not parse completely.")
     waited_s: float = Field(0.0, description="Time spent waiting for another claimant's lease.")
     usage: list[UsageRow] = Field(default_factory=list)
+
+
+T = TypeVar("T")
+
+
+class Part(BaseModel):
+    """A child run's share of its parent's shards: positions index, index + count, ... of the
+    parent's list (interleaved, so every part spans the whole input)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(ge=0, description="This part's number, from 0.")
+    count: int = Field(ge=2, description="How many parts the parent made.")
+    parent: str = Field(min_length=1, description="The parent flow run's id: the part's "
+                        "summary lands under it for the parent to read.")
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> Part:
+        if self.index >= self.count:
+            raise ValueError(f"part index {self.index} is not below count {self.count}")
+        return self
+
+
+class ScaleOut(BaseModel):
+    """How a run spreads its shards over the work pool (docs/operations.md#scale-out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parts: int = Field(default=1, ge=1, le=64, description="Child runs of this flow's `part` "
+                       "deployment to share the shards with, so that that many workers (on any "
+                       "machines) work on one job; this run works through the shards from the "
+                       "other end, picks up what a lost child left and publishes. 1: this run "
+                       "does every shard itself.")
+    part: Part | None = Field(default=None, description="Set by a parent run, not by hand: this "
+                              "run does its share of the parent's shards and publishes nothing.")
+
+    @model_validator(mode="after")
+    def _one_role(self) -> ScaleOut:
+        if self.part is not None and self.parts > 1:
+            raise ValueError("a part run does not fan out again (parts must be 1 when part is set)")
+        return self
+
+    def share(self, items: Sequence[T]) -> list[T]:
+        """The shards this run takes, in the order it takes them, from the parent's full list:
+        a part's interleaved share; a parent's whole list from the end (its children start at
+        the front, so they meet late); everything, in order, for a run alone."""
+        if self.part is not None:
+            return list(items[self.part.index::self.part.count])
+        return list(reversed(items)) if self.parts > 1 else list(items)
+
+
+class PartRun(BaseModel):
+    """What a part run lands for its parent (and returns): the summaries of its shards, which
+    the parent adds to its own counts and usage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flow: str
+    part: Part
+    shards: list[ShardSummary]

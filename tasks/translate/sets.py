@@ -45,7 +45,7 @@ from tasks.adapters.lake import WRITER_OPTIONS, Lake, parquet_bytes
 from tasks.adapters.resources import Resources, current, run
 from tasks.core.derived.card import Card, render_card, split_path
 from tasks.core.ids import content_key, to_jsonl
-from tasks.core.shards import ShardSummary
+from tasks.core.shards import PartRun, ScaleOut, ShardSummary
 from tasks.core.translate import fields
 from tasks.core.translate.blocks import (
     ROW,
@@ -65,6 +65,7 @@ from tasks.core.translate.tables import FLAGS, TABLES, USAGE
 from tasks.core.usage import UsageRow, merge_usage, usage_of
 from tasks.derived.dpo import read_schema, resolve_input
 from tasks.derived.publish import DATASET_DIR, save_dataset_dict
+from tasks.scaleout import fan_out, land_part
 from tasks.shards import SHARD_TASK, claimed, run_shards
 from tasks.translate.engine import translate_texts
 
@@ -187,16 +188,21 @@ def output_schema(recipe: TranslateRecipe, source: pa.Schema) -> pa.Schema:
                                     recipe.feedback)
 
 
-def translate_set(recipe: TranslateRecipe) -> TranslateExport:
-    """Every block of every split translated as a shard, then the set published (module
-    docstring)."""
+def translate_set(recipe: TranslateRecipe, params: BaseModel,
+                  scale: ScaleOut) -> TranslateExport | PartRun:
+    """Every block of every split translated as a shard (shared with part runs as `scale`
+    says; `params` are the flow's, for them), then the set published (module docstring)."""
     res = current()
     work = plan(res, recipe)
     if recipe.translation.route == "batch":
         res.gateway.batches.configure(**recipe.batch.model_dump(exclude={"max_wait_s"}))
+    fan = fan_out("translate", params, scale)
     summaries = run_shards([partial(translate_block.submit, recipe, work.fingerprint, b)
-                            for b in work.blocks], recipe.max_parallel_shards,
+                            for b in fan.share(work.blocks)], recipe.max_parallel_shards,
                            f"translate {recipe.set} → {recipe.lang}")
+    if scale.part is not None:
+        return land_part(res.lake, "translate", scale.part, summaries)
+    summaries += fan.settle(res.lake)[0]
     if pending := sum(s.pending for s in summaries):
         raise UltraforgeError(f"{pending} chunks still wait in batches (batch.wait_s "
                               f"{recipe.batch.wait_s:g} s): nothing is published; run again to "
@@ -214,7 +220,7 @@ def translate_block(recipe: TranslateRecipe, fingerprint: str, block: Block) -> 
 async def _translate_block(res: Resources, recipe: TranslateRecipe, fingerprint: str,
                            block: Block) -> ShardSummary:
     key, path = block_key(fingerprint, block), block_path(fingerprint, block)
-    async with claimed(res.lake, key) as waited:
+    async with claimed(res.lake, key, on_takeover=res.catch_up) as waited:
         landed = await asyncio.to_thread(landed_stats, res.lake, path)
         if landed is not None and landed.complete:
             return ShardSummary(stage="translation", key=key, status="skipped",

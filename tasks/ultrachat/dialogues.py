@@ -77,7 +77,7 @@ async def _dialogue_shard(res: Resources, recipe: UltraChatRecipe, openings_key_
                           index: int) -> ShardSummary:
     lake = res.lake
     key = dialogue_shard_key(recipe, openings_key_, index)
-    async with claimed(lake, key) as waited:
+    async with claimed(lake, key, on_takeover=res.catch_up) as waited:
         if lake.has_shard(T_DIALOGUES, key):
             stops = (await asyncio.to_thread(lake.read_shard, T_DIALOGUES, key,
                                              ["stop_reason"])).num_rows

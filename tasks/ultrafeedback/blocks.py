@@ -235,7 +235,7 @@ async def _run_block(res: Resources, recipe: UltraFeedbackRecipe, intake: str, b
                      fingerprint: str) -> ShardSummary:
     key = block_key(intake, block)
     lake = res.lake
-    async with claimed(lake, key) as waited:
+    async with claimed(lake, key, on_takeover=res.catch_up) as waited:
         if lake.has_shard(BLOCKS, done_marker(key, fingerprint)):  # done while we waited
             return ShardSummary(stage="ultrafeedback", key=key, status="skipped", waited_s=waited)
         table = await asyncio.to_thread(lake.read_shard, PROMPTS, block_shard(intake, block))

@@ -53,3 +53,17 @@ async def test_claimed_waits_for_the_holder_to_release(lake, monkeypatch):
         lease = json.loads(lake.read_bytes("_leases/k/00000001"))
         assert lease["owner"] == shards.OWNER and lease["expires"] > time.time()
     assert json.loads(lake.read_bytes("_leases/k/00000001"))["expires"] == 0.0  # released
+
+
+async def test_taking_over_an_unreleased_lease_runs_the_catch_up_first_and_a_released_one_does_not(lake):
+    caught_up: list[str] = []
+    _plant(lake, "k", 0, f"{shards.HOST}:{_dead_pid()}:crashed", expires_in=60)  # left held
+    async with shards.claimed(lake, "k", on_takeover=lambda: caught_up.append("k")):
+        assert caught_up == ["k"]
+    released = json.dumps({"owner": "other-host:123:someone", "expires": 0.0}).encode()
+    assert lake.create_bytes("_leases/j/00000000", released)
+    async with shards.claimed(lake, "j", on_takeover=lambda: caught_up.append("j")):
+        pass
+    async with shards.claimed(lake, "k", on_takeover=lambda: caught_up.append("k again")):
+        pass  # the last holder (this process) released it
+    assert caught_up == ["k"]

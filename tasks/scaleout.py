@@ -1,0 +1,173 @@
+"""Scale-out on Prefect's own machinery: a run's shards shared with child deployment runs on the
+work pool, so that N workers on N machines work on one job (docs/operations.md#scale-out).
+
+A run with `scale.parts = N > 1` (the parent) lands what its shards read (prompts, openings,
+the input plan), then starts N runs of its flow's `part` deployment (`<flow>/part`) with the
+same parameters and `scale.part = (i, N, parent id)`. Each part takes every N-th shard of the
+parent's list from position i, lands them as any run does, and lands its shard summaries under
+`runs/<flow>/<parent id>/parts/`. Meanwhile the parent works through the whole list from the
+other end. Shard leases (tasks/shards.py) make sure no shard is paid twice, and the journal
+segments in the lake make a shard re-run elsewhere repay only the last few seconds of calls.
+
+So the parent ends only when every shard has landed, whether the parts finished, failed, never
+started or were lost with their worker: a lost part's lease expires and the parent takes its
+shard over. Then the parent settles its children (cancels those not started, marks those whose
+worker stopped answering Crashed), adds the parts' summaries to its own counts and publishes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run as this_run
+from prefect.states import Cancelled, Crashed
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tasks.adapters.errors import ConfigError
+from tasks.adapters.lake import Lake
+from tasks.adapters.resources import current
+from tasks.core.shards import Part, PartRun, ScaleOut, ShardSummary
+from tasks.reporting import publish_summary
+
+SETTLE_POLL_S = 1.0
+
+
+class ChildRun(BaseModel):
+    """A part run as its parent last saw it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    id: str
+    name: str
+    state: str
+    shards: int = 0
+    requests_paid: int = 0
+
+
+def part_path(flow: str, parent: str, index: int) -> str:
+    return f"runs/{flow}/{parent}/parts/{index:03d}.json"
+
+
+def land_part(lake: Lake, flow: str, part: Part, shards: list[ShardSummary]) -> PartRun:
+    """A part's end: its shard summaries, landed for the parent and returned."""
+    out = PartRun(flow=flow, part=part, shards=shards)
+    lake.write_bytes(part_path(flow, part.parent, part.index), out.model_dump_json().encode())
+    paid = sum(u.requests for s in shards for u in s.usage)
+    publish_summary(f"{flow}-part-summary", "\n".join([
+        f"# {flow}: part {part.index + 1} of {part.count}", "",
+        f"Parent run: `{part.parent}`", "",
+        f"Shards: {len(shards)} ({sum(s.status != 'skipped' for s in shards)} run, the rest "
+        f"landed already), paid calls: {paid}"]), {})
+    return out
+
+
+class Fan:
+    """A run's children: none for a run alone or a part."""
+
+    def __init__(self, flow: str, scale: ScaleOut, parent: str | None = None,
+                 children: list[FlowRun] | None = None):
+        self.flow = flow
+        self.scale = scale
+        self.parent = parent
+        self.children = children or []
+
+    def share(self, items: list) -> list:
+        """The shards this run takes, in its order (ScaleOut.share)."""
+        return self.scale.share(items)
+
+    def settle(self, lake: Lake) -> tuple[list[ShardSummary], list[ChildRun]]:
+        """After the parent's own pass (every shard landed): the children brought to an end,
+        the summaries of the shards they ran, and how each ended."""
+        if not self.children:
+            return [], []
+        logger = get_run_logger()
+        shards: list[ShardSummary] = []
+        seen: list[ChildRun] = []
+        for i, run in enumerate(_settle(self.children, current().settings.part_grace_s)):
+            child = ChildRun(index=i, id=str(run.id), name=run.name,
+                             state=run.state.name if run.state else "?")
+            part = _read_part(lake, self.flow, self.parent, i)
+            if part is not None:
+                shards += part.shards
+                child.shards = sum(s.status != "skipped" for s in part.shards)
+                child.requests_paid = sum(u.requests for s in part.shards for u in s.usage)
+            elif run.state is None or run.state.type != StateType.CANCELLED:
+                logger.warning("%s part %d (%s) ended %s without its summary: the parent "
+                               "finished its shards", self.flow, i + 1, run.name, child.state)
+            seen.append(child)
+        return shards, seen
+
+
+def fan_out(flow: str, params: BaseModel, scale: ScaleOut) -> Fan:
+    """Start the children `scale` asks for: runs of `<flow>/part` with `params` and each its
+    part (none for a run alone or a part)."""
+    if scale.parts <= 1:
+        return Fan(flow, scale)
+    deployment = f"{flow}/part"
+    parent = this_run.id
+    if parent is None:
+        raise ConfigError(f"scale.parts={scale.parts}: only a flow run can start parts")
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            raise ConfigError(f"scale.parts={scale.parts} needs the deployment {deployment!r} "
+                              "on the Prefect API (`ultraforge deploy` registers it)") from None
+    children = []
+    for i in range(scale.parts):
+        part = Part(index=i, count=scale.parts, parent=parent)
+        child: dict[str, Any] = params.model_copy(
+            update={"scale": ScaleOut(part=part)}).model_dump(mode="json")
+        children.append(run_deployment(
+            deployment, parameters={"params": child}, timeout=0, as_subflow=True,
+            flow_run_name=f"{this_run.name}-part-{i + 1}-of-{scale.parts}",
+            idempotency_key=f"{parent}-part-{i}", tags=["ultraforge", "part"]))
+    get_run_logger().info("%s: %d parts started on the work pool", flow, scale.parts)
+    return Fan(flow, scale, parent, children)
+
+
+def _read_part(lake: Lake, flow: str, parent: str, index: int) -> PartRun | None:
+    try:
+        return PartRun.model_validate_json(lake.read_bytes(part_path(flow, parent, index)))
+    except FileNotFoundError:
+        return None
+    except ValidationError as exc:
+        raise ConfigError(f"{part_path(flow, parent, index)}: not a part summary ({exc})") from None
+
+
+def _settle(children: list[FlowRun], grace_s: float) -> list[FlowRun]:
+    """Bring the children to a final state once every shard has landed: those not started are
+    cancelled (nothing is left for them); those running have nothing left to pay for and get
+    `grace_s` to end, then are marked Crashed (their worker is gone, or they hang). Their
+    final flow runs, in order."""
+    deadline = time.monotonic() + grace_s
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = [client.read_flow_run(c.id) for c in children]
+            running = False
+            for run in runs:
+                kind = run.state.type if run.state else StateType.SCHEDULED
+                if kind in (StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED):
+                    client.set_flow_run_state(run.id, Cancelled(
+                        message="not needed: the parent run did its shards"), force=True)
+                    running = True
+                elif not run.state.is_final():
+                    running = True
+            if not running:
+                return runs
+            if time.monotonic() > deadline:
+                for run in runs:
+                    if run.state and not run.state.is_final():
+                        client.set_flow_run_state(run.id, Crashed(
+                            message=f"no end {grace_s:g} s after every shard had landed: "
+                            "its worker is presumed lost; the parent run did its shards"),
+                            force=True)
+                return [client.read_flow_run(c.id) for c in children]
+            time.sleep(SETTLE_POLL_S)
