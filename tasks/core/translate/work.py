@@ -116,10 +116,23 @@ def local(chunk: str, spans: tuple[str, ...]) -> Masked:
     return Masked(text=text, spans=tuple(spans[n] for n in order))
 
 
+# languages written without a space between sentences: the space of a sentence break between
+# two chunks (a separator with no line break) is not copied into the translation
+UNSPACED = frozenset({"ja", "zh"})
+
+
 def plan_text(text: str, spec: TranslationSpec) -> TextPlan:
     masked = mask(text, spec.protect)
-    return TextPlan(pieces=tuple(local(p, masked.spans) if is_chunk(p) else p
-                                 for p in split(masked.text, spec.max_chunk_tokens)))
+    parts = split(masked.text, spec.max_chunk_tokens)
+    unspaced = spec.lang in UNSPACED
+
+    def piece(i: int, p: str) -> str | Masked:
+        if is_chunk(p):
+            return local(p, masked.spans)
+        between = 0 < i < len(parts) - 1
+        return "" if unspaced and between and "\n" not in p else p
+
+    return TextPlan(pieces=tuple(piece(i, p) for i, p in enumerate(parts)))
 
 
 def assemble(plan: TextPlan, outcomes: dict[str, ChunkOutcome]) -> TextOutcome:
