@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import statistics
 
+import pytest
+
 from tasks.adapters.llm.gateway import Gateway
 from tasks.adapters.llm.journal import Journal
 from tasks.adapters.llm.ratelimit import limiter_for
@@ -15,6 +17,7 @@ from tasks.core.pool import PoolConfig
 SLOTS, N, MAX_TOKENS = 32, 800, 64
 
 
+@pytest.mark.serial
 def test_adaptive_concurrency_converges_near_the_slot_count_without_503_storms(make_simulator, tmp_path):
     # 32 sequences at once (the gateway starts at its default 16), 32 more may wait, then 503.
     sim = make_simulator("vllm", overrides={"latency.max_num_seqs": SLOTS, "latency.max_waiting": SLOTS})

@@ -158,6 +158,7 @@ def test_hung_requests_time_out_and_are_retried(make_simulator, tmp_path):
     assert sim.stats()["by_outcome"]["hang"] > 0
 
 
+@pytest.mark.serial
 def test_adaptive_concurrency_finds_a_headerless_endpoints_capacity(make_simulator, tmp_path):
     """vLLM-like: no limits, no headers, 8 sequences at once; latency is the only signal."""
     sim = make_simulator("vllm", overrides={"latency.ttft_s": 0.05, "latency.per_token_s": 0,

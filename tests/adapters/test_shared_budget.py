@@ -67,6 +67,7 @@ def run_workers(sim, tmp_path: Path, prefect_api: str, shared: bool) -> tuple[fl
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_two_workers_sharing_a_6000_rpm_budget_stay_under_it_and_use_most_of_it(
         prefect_api, make_simulator, tmp_path):
     sim = make_simulator("unlimited", overrides={"limits.rpm": RPM, "latency.ttft_s": 0.02,
