@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.sim",
     "tests.fixtures.prefect",
     "tests.fixtures.browser",
+    "tests.fixtures.postgres",
 ]
 
 

@@ -1,5 +1,7 @@
 """Two worker processes on one endpoint limited to 6,000 RPM share its budget through a Prefect
-global rate limit: together they stay under the limit (≤ 1% 429s) and use most of it (93-95% measured)."""
+global rate limit: together they stay under the limit (≤ 1% 429s) and use most of it (≥ 90%).
+The Prefect server runs on PostgreSQL, as in compose: on SQLite its answers to the budget's
+calls stall for seconds at times (docs/rate-limits.md#shared-budgets)."""
 
 from __future__ import annotations
 
@@ -46,8 +48,10 @@ print(json.dumps({{"ok": sum(r.ok for r in results), "started": started, "ended"
 """
 
 
-def run_workers(sim, tmp_path: Path, prefect_api: str, shared: bool) -> tuple[float, int, int]:
-    """Two workers, started together; (requests/s together, 429s, requests the endpoint saw)."""
+def run_workers(sim, tmp_path: Path, prefect_api: str, shared: bool) -> dict[str, float]:
+    """Two workers, started together: requests/s together over the whole run and in its middle
+    (the 20th to the 80th percent of the requests, as the endpoint saw them: start-up and the
+    last stragglers left out), 429s, requests the endpoint saw."""
     before = sim.stats()
     go = tmp_path / f"go-{shared}"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
@@ -57,29 +61,37 @@ def run_workers(sim, tmp_path: Path, prefect_api: str, shared: bool) -> tuple[fl
         for i in range(2)]
     time.sleep(3)  # both imported and waiting
     go.touch()
+    seen: list[tuple[float, int]] = []  # (time, requests the endpoint answered so far)
+    while any(p.poll() is None for p in procs):
+        seen.append((time.monotonic(), sim.stats()["requests"] - before["requests"]))
+        time.sleep(0.1)
     outs = [json.loads(p.communicate(timeout=180)[0].strip().splitlines()[-1]) for p in procs]
     assert all(o["ok"] == PER_WORKER for o in outs), outs
     wall = max(o["ended"] for o in outs) - min(o["started"] for o in outs)
     after = sim.stats()
+    sent = after["requests"] - before["requests"]
+    (t20, n20), (t80, n80) = (next(s for s in seen if s[1] >= share * sent) for share in (0.2, 0.8))
     refused = sum(after["by_outcome"].get(k, 0) - before["by_outcome"].get(k, 0)
                   for k in ("rate_limit_requests", "rate_limit_tokens"))
-    return 2 * PER_WORKER / wall, refused, after["requests"] - before["requests"]
+    return {"whole": 2 * PER_WORKER / wall, "middle": (n80 - n20) / (t80 - t20),
+            "refused": refused, "sent": sent}
 
 
 @pytest.mark.slow
 @pytest.mark.serial
 def test_two_workers_sharing_a_6000_rpm_budget_stay_under_it_and_use_most_of_it(
-        prefect_api, make_simulator, tmp_path):
+        prefect_on_postgres, make_simulator, tmp_path):
     sim = make_simulator("unlimited", overrides={"limits.rpm": RPM, "latency.ttft_s": 0.02,
                                                  "latency.per_token_s": 0})
-    rate, refused, sent = run_workers(sim, tmp_path, prefect_api, shared=True)
+    got = run_workers(sim, tmp_path, prefect_on_postgres, shared=True)
     limit = RPM / 60
-    print(f"shared budget: {rate:.1f} req/s of {limit:.0f}, {refused} 429s of {sent} requests")
-    assert refused <= 0.01 * sent, (refused, sent)
-    # measured 93-95% on a quiet machine (the issue asks 90%): the limit refills at 98%, and
-    # each process's start-up counts. A loaded CI machine measured 10 points below a quiet one
-    # with the previous acquisition, hence this bound
-    assert rate >= 0.85 * limit, f"{rate:.1f} req/s of {limit:.0f}"
+    print(f"shared budget: {got['middle']:.1f} req/s of {limit:.0f} in the middle of the run, "
+          f"{got['whole']:.1f} over all of it; {got['refused']} 429s of {got['sent']} requests")
+    assert got["refused"] <= 0.01 * got["sent"], got
+    # the issue's bound, on the run's steady middle (the limit refills at 98%); start-up, each
+    # process's first slice, and the stragglers at the end weigh on the whole run's rate
+    assert got["middle"] >= 0.90 * limit, got
+    assert got["whole"] >= 0.85 * limit, got
 
 
 def test_budget_slices_are_a_quarter_second_of_the_limit_and_names_are_safe():
