@@ -22,12 +22,12 @@ from flows.params import RECIPE, ShardedParams
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.resources import current, run
 from tasks.adapters.settings import RECIPES_DIR
-from tasks.core.shards import PartRun
+from tasks.core.shards import PartRun, merge_runs
 from tasks.core.ultrachat import summary as sm
 from tasks.core.ultrachat.dialogue import shard_plan
 from tasks.core.ultrachat.recipe import UltraChatRecipe, check_against_pool
 from tasks.reporting import markdown_table, publish_summary, write_manifest
-from tasks.scaleout import fan_out, land_part
+from tasks.scaleout import fan_out, land_part, plan_id
 from tasks.shards import run_shards
 from tasks.ultrachat.dialogues import run_dialogue_shard
 from tasks.ultrachat.export import export_dialogues, filter_dialogues
@@ -66,17 +66,17 @@ def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any] | PartRun
     run(res.gateway.preflight(recipe.models.model_dump().values()))
     openings = [f.result() for f in [make_openings.submit(recipe, n) for n, _ in recipe.enabled()]]
     jobs = shard_plan([(o.key, o.selected) for o in openings], recipe.dialogue.shard_size)
-    fan = fan_out("ultrachat", params, params.scale)  # parts, if asked: the openings landed
-
     started = time.monotonic()
-    shards = run_shards([partial(run_dialogue_shard.submit, recipe, *job)
-                         for job in fan.share(jobs)],
-                        recipe.dialogue.shard_concurrency, f"ultrachat {recipe.name} dialogues")
+    # parts, if asked (the openings have landed): the dialogue shards shared with runs on the pool
+    with fan_out("ultrachat", params, params.scale, plan_id(jobs)) as fan:
+        shards = run_shards([partial(run_dialogue_shard.submit, recipe, *job)
+                             for job in fan.share(jobs)],
+                            recipe.dialogue.shard_concurrency, f"ultrachat {recipe.name} dialogues")
     if params.scale.part is not None:
         return land_part(res.lake, "ultrachat", params.scale.part, shards)
-    keys = [s.key for s in shards]  # this run's pass covers every shard
     theirs, children = fan.settle(res.lake)
-    shards += theirs
+    shards = merge_runs([*shards, *theirs])
+    keys = [s.key for s in shards]
     elapsed = time.monotonic() - started
 
     filtered = filter_dialogues(recipe, keys)

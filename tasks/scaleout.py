@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.lake import Lake
 from tasks.adapters.resources import current
+from tasks.core.ids import content_key
 from tasks.core.shards import Part, PartRun, ScaleOut, ShardSummary
 from tasks.reporting import publish_summary
 
@@ -69,7 +70,9 @@ def land_part(lake: Lake, flow: str, part: Part, shards: list[ShardSummary]) -> 
 
 
 class Fan:
-    """A run's children: none for a run alone or a part."""
+    """A run's children (none for a run alone or a part). As a context manager around the
+    run's shards: if the run fails, its children are cancelled rather than left to work for a
+    job that has failed."""
 
     def __init__(self, flow: str, scale: ScaleOut, parent: str | None = None,
                  children: list[FlowRun] | None = None):
@@ -77,6 +80,16 @@ class Fan:
         self.scale = scale
         self.parent = parent
         self.children = children or []
+
+    def __enter__(self) -> Fan:
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        if error is not None and self.children:
+            with get_client(sync_client=True) as client:
+                for child in self.children:
+                    client.set_flow_run_state(child.id, Cancelled(
+                        message=f"the parent run failed: {type(error).__name__}"))
 
     def share(self, items: list) -> list:
         """The shards this run takes, in its order (ScaleOut.share)."""
@@ -105,15 +118,24 @@ class Fan:
         return shards, seen
 
 
-def fan_out(flow: str, params: BaseModel, scale: ScaleOut) -> Fan:
-    """Start the children `scale` asks for: runs of `<flow>/part` with `params` and each its
-    part (none for a run alone or a part)."""
+def fan_out(flow: str, params: BaseModel, scale: ScaleOut, plan: str) -> Fan:
+    """Start the children `scale` asks for: runs of `<flow>/part` with `params`, each its part
+    of the shard list `plan` identifies (a digest of it). A part checks that it lists the same
+    shards as its parent did: its inputs could differ on its worker (other files, another pool),
+    and a share of another list would leave shards undone and count others twice."""
+    if scale.part is not None:
+        if scale.part.plan != plan:
+            raise ConfigError(f"part {scale.part.index + 1} of {scale.part.count}: this worker "
+                              f"plans other shards ({plan[:12]}) than the parent did "
+                              f"({scale.part.plan[:12]}); are its inputs and pool the same?")
+        return Fan(flow, scale)
     if scale.parts <= 1:
         return Fan(flow, scale)
     deployment = f"{flow}/part"
-    parent = this_run.id
-    if parent is None:
+    if this_run.id is None:
         raise ConfigError(f"scale.parts={scale.parts}: only a flow run can start parts")
+    # a retried run (same id, next run count) starts parts of its own
+    parent = f"{this_run.id}-{this_run.run_count}"
     with get_client(sync_client=True) as client:
         try:
             client.read_deployment_by_name(deployment)
@@ -122,7 +144,7 @@ def fan_out(flow: str, params: BaseModel, scale: ScaleOut) -> Fan:
                               "on the Prefect API (`ultraforge deploy` registers it)") from None
     children = []
     for i in range(scale.parts):
-        part = Part(index=i, count=scale.parts, parent=parent)
+        part = Part(index=i, count=scale.parts, parent=parent, plan=plan)
         child: dict[str, Any] = params.model_copy(
             update={"scale": ScaleOut(part=part)}).model_dump(mode="json")
         children.append(run_deployment(
@@ -131,6 +153,11 @@ def fan_out(flow: str, params: BaseModel, scale: ScaleOut) -> Fan:
             idempotency_key=f"{parent}-part-{i}", tags=["ultraforge", "part"]))
     get_run_logger().info("%s: %d parts started on the work pool", flow, scale.parts)
     return Fan(flow, scale, parent, children)
+
+
+def plan_id(*parts: Any) -> str:
+    """A digest of what identifies a run's shard list (input key, shard ids, fingerprint)."""
+    return content_key("scaleout/plan", *parts)
 
 
 def _read_part(lake: Lake, flow: str, parent: str, index: int) -> PartRun | None:
@@ -145,8 +172,9 @@ def _read_part(lake: Lake, flow: str, parent: str, index: int) -> PartRun | None
 def _settle(children: list[FlowRun], grace_s: float) -> list[FlowRun]:
     """Bring the children to a final state once every shard has landed: those not started are
     cancelled (nothing is left for them); those running have nothing left to pay for and get
-    `grace_s` to end, then are marked Crashed (their worker is gone, or they hang). Their
-    final flow runs, in order."""
+    `grace_s` to end, then are marked Crashed (their worker is gone, or they hang). Proposed,
+    not forced: the server refuses either to a run that has just ended (and a part that starts
+    all the same finds every shard landed). Their final flow runs, in order."""
     deadline = time.monotonic() + grace_s
     with get_client(sync_client=True) as client:
         while True:
@@ -156,7 +184,7 @@ def _settle(children: list[FlowRun], grace_s: float) -> list[FlowRun]:
                 kind = run.state.type if run.state else StateType.SCHEDULED
                 if kind in (StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED):
                     client.set_flow_run_state(run.id, Cancelled(
-                        message="not needed: the parent run did its shards"), force=True)
+                        message="not needed: the parent run did its shards"))
                     running = True
                 elif not run.state.is_final():
                     running = True
@@ -167,7 +195,6 @@ def _settle(children: list[FlowRun], grace_s: float) -> list[FlowRun]:
                     if run.state and not run.state.is_final():
                         client.set_flow_run_state(run.id, Crashed(
                             message=f"no end {grace_s:g} s after every shard had landed: "
-                            "its worker is presumed lost; the parent run did its shards"),
-                            force=True)
+                            "its worker is presumed lost; the parent run did its shards"))
                 return [client.read_flow_run(c.id) for c in children]
             time.sleep(SETTLE_POLL_S)

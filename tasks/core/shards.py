@@ -3,7 +3,8 @@ and how a run's shards are shared out between child runs (tasks/scaleout.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -30,6 +31,28 @@ class ShardSummary(BaseModel):
     unparsed: int = Field(0, description="Judge replies that did not parse completely.")
     waited_s: float = Field(0.0, description="Time spent waiting for another claimant's lease.")
     usage: list[UsageRow] = Field(default_factory=list)
+    finished: float = Field(default_factory=time.time, description="Unix time the shard task "
+                            "ended: of two runs of one shard (a part's and its parent's), the "
+                            "later says how the shard stands.")
+
+
+def merge_runs(summaries: Iterable[ShardSummary]) -> list[ShardSummary]:
+    """One summary per shard from the runs of a parent and its parts: how it stands (status,
+    items, rows, failures, pending) from its last run that did work (a later `skipped` run
+    found that work complete); what was spent (usage, replies) from all of them."""
+    runs: dict[str, list[ShardSummary]] = {}
+    for s in summaries:
+        runs.setdefault(s.key, []).append(s)
+    out = []
+    for key_runs in runs.values():
+        worked = [s for s in key_runs if s.status != "skipped"] or key_runs
+        last = max(worked, key=lambda s: s.finished)
+        out.append(last.model_copy(update={
+            "replies": sum(s.replies for s in key_runs),
+            "unparsed": sum(s.unparsed for s in key_runs),
+            "waited_s": sum(s.waited_s for s in key_runs),
+            "usage": [u for s in key_runs for u in s.usage]}))
+    return out
 
 
 T = TypeVar("T")
@@ -43,8 +66,10 @@ class Part(BaseModel):
 
     index: int = Field(ge=0, description="This part's number, from 0.")
     count: int = Field(ge=2, description="How many parts the parent made.")
-    parent: str = Field(min_length=1, description="The parent flow run's id: the part's "
-                        "summary lands under it for the parent to read.")
+    parent: str = Field(min_length=1, description="The parent flow run's id and run count "
+                        "(`<id>-<n>`): the part's summary lands under it for the parent to read.")
+    plan: str = Field(min_length=1, description="The parent's shard list (a digest): a part "
+                      "that lists other shards on its worker refuses to run.")
 
     @model_validator(mode="after")
     def _index_in_range(self) -> Part:

@@ -63,3 +63,16 @@ def test_parts_without_their_deployment_are_a_config_error_naming_it(
                                         "sectors.materials.dialogues=1"], scale={"parts": 3})
     with pytest.raises(ConfigError, match="'ultrachat/part'"):
         ultrachat(params)
+
+
+def test_a_part_whose_worker_plans_other_shards_refuses_to_run_and_pays_nothing(
+        prefect_api, make_simulator, monkeypatch, tmp_path):
+    sim = make_simulator("unlimited")
+    env_for(tmp_path, monkeypatch, sim)
+    from flows.ultrachat import UltraChatParams, ultrachat
+
+    one = ["sectors.world.dialogues=1", "sectors.writing.dialogues=1", "sectors.materials.dialogues=1"]
+    elsewhere = {"part": {"index": 0, "count": 2, "parent": "p-1", "plan": "another list"}}
+    with pytest.raises(ConfigError, match="plans other shards"):
+        ultrachat(UltraChatParams(overrides=one, scale=elsewhere))
+    assert sim.stats()["by_kind"].get("user_turn", 0) == 0  # no dialogue turn was paid

@@ -252,10 +252,13 @@ def test_two_workers_share_a_pipeline_run_and_one_killed_mid_run_loses_nothing(t
             assert (lake / landed).exists(), f"the pipeline run did not land {landed}"
         [run_1] = flow_runs(api, name={"any_": ["ci-local-1"]})
         runs = family(api, run_1)
-        assert {r.state.type.value for r in runs} == {"COMPLETED"}, [(r.name, r.state) for r in runs]
-        assert sum("-part-" in r.name for r in runs) == 2
+        parts = [r for r in runs if "-part-" in r.name]
+        # a part that starts after the parent has done every block is cancelled, not run
+        assert len(parts) == 2 and {p.state.type.value for p in parts} <= {"COMPLETED", "CANCELLED"}
+        assert {r.state.type.value for r in runs if r not in parts} == {"COMPLETED"}, runs
         keys = artifact_keys(api, [r.id for r in runs])
-        assert {"ultrafeedback-summary", "report", "ultrafeedback-part-summary"} <= keys, keys
+        assert {"ultrafeedback-summary", "report"} <= keys, keys
+        assert ("ultrafeedback-part-summary" in keys) == any(p.state.is_completed() for p in parts)
         assert sim_stats()["ok_repeats"] == 0
         # the second run's 100 prompts are blocked anew, so the first run's 8 prompts' rows
         # land again under the new blocks (from the journal, unpaid): one more copy each
@@ -283,9 +286,13 @@ def test_two_workers_share_a_pipeline_run_and_one_killed_mid_run_loses_nothing(t
         assert second.returncode == 0, out[-4000:]
 
         [run_2] = flow_runs(api, name={"any_": ["ci-local-2"]})
-        states = {str(r.id): r.state.type.value for r in family(api, run_2)}
-        lost = {i for i, state in states.items() if state != "COMPLETED"}
-        assert lost == set(victim[1]) and {states[i] for i in lost} == {"CRASHED"}, states
+        runs = family(api, run_2)
+        states = {str(r.id): r.state.type.value for r in runs}
+        assert {states[i] for i in victim[1]} == {"CRASHED"}, states  # lost with the worker
+        others = {str(r.id): r.state.type.value for r in runs if str(r.id) not in victim[1]}
+        assert set(others.values()) <= {"COMPLETED", "CANCELLED"}, states
+        cancelled = [r.name for r in runs if others.get(str(r.id)) == "CANCELLED"]
+        assert all("-part-" in name for name in cancelled), states  # only a part not needed
         table = pq.read_table(lake / "exports/ultrafeedback/ultrafeedback.parquet").to_pylist()
         assert len(table) == 100 and len({r["instruction"] for r in table}) == 100
         assert all(len(r["completions"]) == 2 and all(c["annotations"] and c["critique"]
