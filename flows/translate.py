@@ -60,7 +60,9 @@ def translate(params: TranslateParams) -> TranslateExport | PartRun:
     usage = usage_table(out.usage)
     publish_summary(f"translate-{recipe.set}-{recipe.lang}-summary", "\n".join([
         f"# {recipe.set} → {recipe.lang}", "", "## Splits", markdown_table(splits),
-        "## Counts", markdown_table(counts), "## Flags by reason", markdown_table(flags),
+        "## Counts", markdown_table(counts),
+        *(["## Parts", markdown_table([c.model_dump() for c in out.parts])] if out.parts else []),
+        "## Flags by reason", markdown_table(flags),
         *(["Flagged records:", *(f"- {e}" for e in out.flagged_examples)] if out.flagged_examples else []),
         "## Tokens and cost", markdown_table(usage)]),
         {"splits": splits, "counts": counts, "flags": flags, "usage": usage})

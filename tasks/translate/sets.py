@@ -65,7 +65,7 @@ from tasks.core.translate.tables import FLAGS, TABLES, USAGE
 from tasks.core.usage import UsageRow, merge_usage, usage_of
 from tasks.derived.dpo import read_schema, resolve_input
 from tasks.derived.publish import DATASET_DIR, save_dataset_dict
-from tasks.scaleout import fan_out, land_part, plan_id
+from tasks.scaleout import ChildRun, fan_out, land_part, plan_id
 from tasks.shards import SHARD_TASK, claimed, run_shards
 from tasks.translate.engine import translate_texts
 
@@ -110,6 +110,8 @@ class TranslateExport(BaseModel):
     flagged_examples: list[str]
     usage: list[UsageRow]
     card: str
+    parts: list[ChildRun] = Field(default_factory=list, description="The part runs that shared "
+                                  "the blocks (scale.parts), as they ended.")
     dataset_dict: str
 
 
@@ -203,12 +205,14 @@ def translate_set(recipe: TranslateRecipe, params: BaseModel,
                                f"translate {recipe.set} → {recipe.lang}")
     if scale.part is not None:
         return land_part(res.lake, "translate", scale.part, summaries)
-    summaries = merge_runs([*summaries, *fan.settle(res.lake)[0]])
+    theirs, children = fan.settle(res.lake)
+    summaries = merge_runs([*summaries, *theirs])
     if pending := sum(s.pending for s in summaries):
         raise UltraforgeError(f"{pending} chunks still wait in batches (batch.wait_s "
                               f"{recipe.batch.wait_s:g} s): nothing is published; run again to "
                               "collect them, without paying again")
-    return publish_translation(recipe, work, merge_usage([u for s in summaries for u in s.usage]))
+    out = publish_translation(recipe, work, merge_usage([u for s in summaries for u in s.usage]))
+    return out.model_copy(update={"parts": children})
 
 
 @task(name="translate-block", **SHARD_TASK)
