@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -139,17 +140,29 @@ async def claimed(lake: Lake, key: str, ttl: float = LEASE_TTL_S,
     if on_takeover is not None and await asyncio.to_thread(_taken_over, lake, key, generation):
         await asyncio.to_thread(on_takeover)
 
+    # a renewal still writing in its thread when the body ends must not land after the release
+    # (the lease would look live for another ttl): writes take turns, none follows the release
+    writing = threading.Lock()
+    released = False
+
+    def write(expires: float, release: bool = False) -> None:
+        nonlocal released
+        with writing:
+            if not released:
+                _write_lease(lake, key, generation, expires)
+                released = release
+
     async def renew() -> None:
         while True:
             await asyncio.sleep(ttl / 3)
-            await asyncio.to_thread(_write_lease, lake, key, generation, time.time() + ttl)
+            await asyncio.to_thread(write, time.time() + ttl)
 
     renewer = asyncio.create_task(renew())
     try:
         yield waited
     finally:
         renewer.cancel()
-        await asyncio.to_thread(_write_lease, lake, key, generation, 0.0)
+        await asyncio.to_thread(write, 0.0, True)
 
 
 # -- fan-out ---------------------------------------------------------------------------------------

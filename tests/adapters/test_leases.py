@@ -1,5 +1,6 @@
 """Shard leases in the lake (tasks/shards.py), on a local directory and on moto's S3 server."""
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -67,3 +68,18 @@ async def test_taking_over_an_unreleased_lease_runs_the_catch_up_first_and_a_rel
     async with shards.claimed(lake, "k", on_takeover=lambda: caught_up.append("k again")):
         pass  # the last holder (this process) released it
     assert caught_up == ["k"]
+
+
+async def test_a_renewal_still_writing_when_the_body_ends_never_lands_after_the_release(lake, monkeypatch):
+    write = shards._write_lease
+
+    def slow(lake_, key, generation, expires):
+        if expires:  # a renewal: slow enough to be in flight when the body ends
+            time.sleep(0.3)
+        write(lake_, key, generation, expires)
+
+    monkeypatch.setattr(shards, "_write_lease", slow)
+    async with shards.claimed(lake, "k", ttl=0.3):
+        await asyncio.sleep(0.15)  # the first renewal (at ttl/3) is writing now
+    await asyncio.sleep(0.5)  # whatever was in flight has finished
+    assert json.loads(lake.read_bytes("_leases/k/00000000"))["expires"] == 0.0
