@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.factory import pool_file, recipe_file  # noqa: E402
 from benchmarks.simproc import free_port, simulator_process, stats  # noqa: E402
+from tasks.core.shards import PartRun  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -195,9 +196,11 @@ def flow_run(api: str, run_id: str):
 
 
 def paid_by_parts(lake: Path, run_id: str) -> list[int]:
-    """Calls each part paid, from the summaries the parts landed for the parent."""
-    return [sum(u["requests"] for s in json.loads(f.read_text())["shards"] for u in s["usage"])
-            for f in sorted((lake / "runs/ultrafeedback" / run_id / "parts").glob("*.json"))]
+    """Calls each part paid, from the summaries the parts landed for the parent
+    (`runs/<flow>/<parent id>-<run count>/parts/`, tasks/scaleout.py)."""
+    files = sorted((lake / "runs/ultrafeedback").glob(f"{run_id}-*/parts/*.json"))
+    return [sum(u.requests for s in PartRun.model_validate_json(f.read_text()).shards for u in s.usage)
+            for f in files]
 
 
 def scenario(stack: Stack, name: str, prompts: int, workers: int, parts: int, worker_limit: int,

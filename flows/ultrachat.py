@@ -11,7 +11,6 @@ summary artifacts.
 from __future__ import annotations
 
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,13 +21,12 @@ from flows.params import RECIPE, ShardedParams
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.resources import current, run
 from tasks.adapters.settings import RECIPES_DIR
-from tasks.core.shards import PartRun, merge_runs
+from tasks.core.shards import PartRun
 from tasks.core.ultrachat import summary as sm
 from tasks.core.ultrachat.dialogue import shard_plan
 from tasks.core.ultrachat.recipe import UltraChatRecipe, check_against_pool
 from tasks.reporting import markdown_table, publish_summary, write_manifest
-from tasks.scaleout import fan_out, land_part, plan_id
-from tasks.shards import run_shards
+from tasks.scaleout import plan_id, run_shared
 from tasks.ultrachat.dialogues import run_dialogue_shard
 from tasks.ultrachat.export import export_dialogues, filter_dialogues
 from tasks.ultrachat.openings import dry_run_plan, make_openings
@@ -67,15 +65,13 @@ def ultrachat(params: UltraChatParams | None = None) -> dict[str, Any] | PartRun
     openings = [f.result() for f in [make_openings.submit(recipe, n) for n, _ in recipe.enabled()]]
     jobs = shard_plan([(o.key, o.selected) for o in openings], recipe.dialogue.shard_size)
     started = time.monotonic()
-    # parts, if asked (the openings have landed): the dialogue shards shared with runs on the pool
-    with fan_out("ultrachat", params, params.scale, plan_id(jobs)) as fan:
-        shards = run_shards([partial(run_dialogue_shard.submit, recipe, *job)
-                             for job in fan.share(jobs)],
-                            recipe.dialogue.shard_concurrency, f"ultrachat {recipe.name} dialogues")
-    if params.scale.part is not None:
-        return land_part(res.lake, "ultrachat", params.scale.part, shards)
-    theirs, children = fan.settle(res.lake)
-    shards = merge_runs([*shards, *theirs])
+    # the dialogue shards, shared with part runs if asked (the openings have landed)
+    shared = run_shared("ultrachat", params, params.scale, plan_id(jobs), jobs,
+                        lambda job: run_dialogue_shard.submit(recipe, *job),
+                        recipe.dialogue.shard_concurrency, f"ultrachat {recipe.name} dialogues")
+    if shared.part is not None:
+        return shared.part
+    shards, children = shared.shards, shared.children
     keys = [s.key for s in shards]
     elapsed = time.monotonic() - started
 

@@ -25,7 +25,7 @@ from flows.params import RECIPE, ShardedParams
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.resources import Resources, current, run
 from tasks.adapters.settings import RECIPES_DIR
-from tasks.core.shards import PartRun, ShardSummary, merge_runs
+from tasks.core.shards import PartRun, ShardSummary
 from tasks.core.ultrafeedback.estimate import estimate_run, landed_calls
 from tasks.core.ultrafeedback.intake import Quarantined
 from tasks.core.ultrafeedback.plan import build_plan
@@ -33,8 +33,7 @@ from tasks.core.ultrafeedback.recipe import UltraFeedbackRecipe, check_against_p
 from tasks.core.ultrafeedback.tables import ANNOTATIONS, BLOCKS, COMPLETIONS, CRITIQUES, TABLES
 from tasks.core.usage import UsageRow, merge_usage, usage_table
 from tasks.reporting import markdown_table, publish_summary, write_manifest
-from tasks.scaleout import ChildRun, fan_out, land_part, plan_id
-from tasks.shards import run_shards
+from tasks.scaleout import ChildRun, plan_id, run_shared
 from tasks.ultrafeedback.blocks import block_key, done_marker, run_block, work_fingerprint
 from tasks.ultrafeedback.export import Export, export
 from tasks.ultrafeedback.intake import Intake, load_prompts, read_prompts
@@ -125,19 +124,16 @@ def ultrafeedback(params: UltraFeedbackParams = DEFAULT_PARAMS) -> UltraFeedback
     run(res.gateway.preflight(recipe.models))  # every endpoint answers before we pay
     res.gateway.batches.configure(**recipe.batch.model_dump(exclude={"max_wait_s"}))
     fingerprint = work_fingerprint(recipe, res)
-    # parts, if asked (the prompts have landed): the blocks shared with runs on the work pool
-    with fan_out("ultrafeedback", params, params.scale,
-                 plan_id(intake.key, intake.blocks, fingerprint)) as fan:
-        done = res.lake.shard_keys(BLOCKS)
-        todo = [b for b in fan.share(list(range(intake.blocks)))
-                if done_marker(block_key(intake.key, b), fingerprint) not in done]
-        shards = run_shards([partial(run_block.submit, recipe, intake.key, b, fingerprint)
-                             for b in todo], min(recipe.max_parallel_shards, MAX_SHARD_THREADS),
-                            "ultrafeedback blocks")
-    if params.scale.part is not None:
-        return land_part(res.lake, "ultrafeedback", params.scale.part, shards)
-    theirs, children = fan.settle(res.lake)
-    shards = merge_runs([*shards, *theirs])
+    done = res.lake.shard_keys(BLOCKS)
+    # the blocks not done yet, shared with part runs if asked (the prompts have landed)
+    shared = run_shared(
+        "ultrafeedback", params, params.scale, plan_id(intake.key, intake.blocks, fingerprint),
+        range(intake.blocks), partial(run_block.submit, recipe, intake.key, fingerprint=fingerprint),
+        min(recipe.max_parallel_shards, MAX_SHARD_THREADS), "ultrafeedback blocks",
+        todo=lambda b: done_marker(block_key(intake.key, b), fingerprint) not in done)
+    if shared.part is not None:
+        return shared.part
+    shards, children = shared.shards, shared.children
     out = export(recipe, intake.key, intake.blocks)
     warehouse = refresh_warehouse(res)
     usage = merge_usage(u for s in shards for u in s.usage)

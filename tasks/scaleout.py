@@ -1,24 +1,28 @@
 """Scale-out on Prefect's own machinery: a run's shards shared with child deployment runs on the
 work pool, so that N workers on N machines work on one job (docs/operations.md#scale-out).
 
-A run with `scale.parts = N > 1` (the parent) lands what its shards read (prompts, openings,
-the input plan), then starts N runs of its flow's `part` deployment (`<flow>/part`) with the
-same parameters and `scale.part = (i, N, parent id)`. Each part takes every N-th shard of the
-parent's list from position i, lands them as any run does, and lands its shard summaries under
-`runs/<flow>/<parent id>/parts/`. Meanwhile the parent works through the whole list from the
-other end. Shard leases (tasks/shards.py) make sure no shard is paid twice, and the journal
-segments in the lake make a shard re-run elsewhere repay only the last few seconds of calls.
+A run with `scale.parts = N > 1` (the parent), once what its shards read has landed, starts N
+runs of its flow's `part` deployment (`<flow>/part`) with the same parameters and
+`scale.part = (i, N, parent, plan)`. Each part lists the shards again, refuses to run if its
+list is not the parent's (`plan`), takes every N-th shard from position i, lands them as any
+run does, and lands its shard summaries under `runs/<flow>/<parent>/parts/`. Meanwhile the
+parent works through the whole list from the other end. Shard leases (tasks/shards.py) make
+sure no shard is paid twice, and the journal segments in the lake make a shard taken over from
+a lost worker repay only the last few seconds of its calls.
 
 So the parent ends only when every shard has landed, whether the parts finished, failed, never
 started or were lost with their worker: a lost part's lease expires and the parent takes its
 shard over. Then the parent settles its children (cancels those not started, marks those whose
-worker stopped answering Crashed), adds the parts' summaries to its own counts and publishes.
+worker stopped answering Crashed) and merges the parts' summaries into its own (`run_shared`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -33,10 +37,12 @@ from tasks.adapters.errors import ConfigError
 from tasks.adapters.lake import Lake
 from tasks.adapters.resources import current
 from tasks.core.ids import content_key
-from tasks.core.shards import Part, PartRun, ScaleOut, ShardSummary
+from tasks.core.shards import Part, PartRun, ScaleOut, ShardSummary, merge_runs
 from tasks.reporting import publish_summary
+from tasks.shards import run_shards
 
 SETTLE_POLL_S = 1.0
+T = TypeVar("T")
 
 
 class ChildRun(BaseModel):
@@ -50,6 +56,32 @@ class ChildRun(BaseModel):
     state: str
     shards: int = 0
     requests_paid: int = 0
+
+
+@dataclass
+class Shared:
+    """A run's shards as `run_shared` left them: a part's landed summary (`part`), or the
+    parent's (or lone run's) summaries, one per shard with its parts' runs merged in, and how
+    its parts ended."""
+
+    shards: list[ShardSummary]
+    children: list[ChildRun]
+    part: PartRun | None = None
+
+
+def run_shared(flow: str, params: BaseModel, scale: ScaleOut, plan: str, items: Sequence[T],
+               submit: Callable[[T], Any], limit: int, title: str,
+               todo: Callable[[T], bool] | None = None) -> Shared:
+    """Run a flow's shards as `scale` says: the whole list `items` (whose digest is `plan`)
+    alone, or shared with parts. `submit` submits the shard task of one item; `todo` leaves out
+    items known to be done (after sharing, so parent and parts share the same list)."""
+    with fan_out(flow, params, scale, plan) as fan:
+        mine = [i for i in scale.share(items) if todo is None or todo(i)]
+        shards = run_shards([partial(submit, i) for i in mine], limit, title)
+    if scale.part is not None:
+        return Shared(shards, [], land_part(current().lake, flow, scale.part, shards))
+    theirs, children = fan.settle(current().lake)
+    return Shared(merge_runs([*shards, *theirs]), children)
 
 
 def part_path(flow: str, parent: str, index: int) -> str:
@@ -90,10 +122,6 @@ class Fan:
                 for child in self.children:
                     client.set_flow_run_state(child.id, Cancelled(
                         message=f"the parent run failed: {type(error).__name__}"))
-
-    def share(self, items: list) -> list:
-        """The shards this run takes, in its order (ScaleOut.share)."""
-        return self.scale.share(items)
 
     def settle(self, lake: Lake) -> tuple[list[ShardSummary], list[ChildRun]]:
         """After the parent's own pass (every shard landed): the children brought to an end,

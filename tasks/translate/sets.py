@@ -45,7 +45,7 @@ from tasks.adapters.lake import WRITER_OPTIONS, Lake, parquet_bytes
 from tasks.adapters.resources import Resources, current, run
 from tasks.core.derived.card import Card, render_card, split_path
 from tasks.core.ids import content_key, to_jsonl
-from tasks.core.shards import PartRun, ScaleOut, ShardSummary, merge_runs
+from tasks.core.shards import PartRun, ScaleOut, ShardSummary
 from tasks.core.translate import fields
 from tasks.core.translate.blocks import (
     ROW,
@@ -65,8 +65,8 @@ from tasks.core.translate.tables import FLAGS, TABLES, USAGE
 from tasks.core.usage import UsageRow, merge_usage, usage_of
 from tasks.derived.dpo import read_schema, resolve_input
 from tasks.derived.publish import DATASET_DIR, save_dataset_dict
-from tasks.scaleout import ChildRun, fan_out, land_part, plan_id
-from tasks.shards import SHARD_TASK, claimed, run_shards
+from tasks.scaleout import ChildRun, plan_id, run_shared
+from tasks.shards import SHARD_TASK, claimed
 from tasks.translate.engine import translate_texts
 
 FLAG_EXAMPLES = 20  # flagged records named in the summary
@@ -198,21 +198,19 @@ def translate_set(recipe: TranslateRecipe, params: BaseModel,
     work = plan(res, recipe)
     if recipe.translation.route == "batch":
         res.gateway.batches.configure(**recipe.batch.model_dump(exclude={"max_wait_s"}))
-    with fan_out("translate", params, scale,
-                 plan_id(work.fingerprint, [b.model_dump() for b in work.blocks])) as fan:
-        summaries = run_shards([partial(translate_block.submit, recipe, work.fingerprint, b)
-                                for b in fan.share(work.blocks)], recipe.max_parallel_shards,
-                               f"translate {recipe.set} → {recipe.lang}")
-    if scale.part is not None:
-        return land_part(res.lake, "translate", scale.part, summaries)
-    theirs, children = fan.settle(res.lake)
-    summaries = merge_runs([*summaries, *theirs])
+    shared = run_shared("translate", params, scale,
+                        plan_id(work.fingerprint, [b.model_dump() for b in work.blocks]),
+                        work.blocks, partial(translate_block.submit, recipe, work.fingerprint),
+                        recipe.max_parallel_shards, f"translate {recipe.set} → {recipe.lang}")
+    if shared.part is not None:
+        return shared.part
+    summaries = shared.shards
     if pending := sum(s.pending for s in summaries):
         raise UltraforgeError(f"{pending} chunks still wait in batches (batch.wait_s "
                               f"{recipe.batch.wait_s:g} s): nothing is published; run again to "
                               "collect them, without paying again")
     out = publish_translation(recipe, work, merge_usage([u for s in summaries for u in s.usage]))
-    return out.model_copy(update={"parts": children})
+    return out.model_copy(update={"parts": shared.children})
 
 
 @task(name="translate-block", **SHARD_TASK)
