@@ -231,12 +231,14 @@ class Lake:
             os.unlink(tmp)
 
     def ls(self, relpath: str) -> list[str]:
-        """Names (not paths) directly under folder `relpath`, sorted; empty if none."""
+        """Names (not paths) directly under folder `relpath`, sorted; empty if none. Hidden
+        names are left out: locally they are the temp files of writes still in progress."""
         try:
             found = self.fs.ls(self._path(_relpath(relpath)), detail=False)
         except FileNotFoundError:
             return []
-        return sorted(n.rstrip("/").rsplit("/", 1)[-1] for n in found)
+        names = (n.rstrip("/").rsplit("/", 1)[-1] for n in found)
+        return sorted(n for n in names if not n.startswith("."))
 
     def read_bytes(self, relpath: str) -> bytes:
         """The bytes at `relpath` (FileNotFoundError if absent)."""

@@ -275,6 +275,18 @@ def test_create_bytes_lets_exactly_one_of_racing_writers_win(lake):
     assert lake.ls("_leases/k") == ["00000000"]
 
 
+def test_a_listing_names_only_complete_objects_while_a_write_is_in_progress(lake):
+    # a lease claim once read a local temp file as the latest generation and failed on it
+    lake.create_bytes("_leases/k/00000000", b"{}")
+    with lake.writer("_leases/k/00000001") as f:
+        f.write(b"{}")
+        assert lake.ls("_leases/k") == ["00000000"]
+        with lake.writer("_leases/j/00000000") as g:
+            g.write(b"{}")
+            assert lake.ls("_leases/j") == []
+    assert lake.ls("_leases/k") == ["00000000", "00000001"]
+
+
 def test_a_streamed_object_appears_only_when_its_writer_closes_cleanly(lake):
     with lake.writer("exports/x.jsonl") as f:
         f.write(b"one\n")
