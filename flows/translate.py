@@ -9,7 +9,6 @@ counts, flags by reason, and tokens and cost.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,13 +20,11 @@ from tasks.adapters.resources import current
 from tasks.adapters.settings import RECIPES_DIR
 from tasks.core.shards import PartRun
 from tasks.core.tokens import estimate_tokens
-from tasks.core.translate import fields
 from tasks.core.translate.prompt import system_prompt
 from tasks.core.translate.recipe import TranslateRecipe
-from tasks.core.translate.work import plan_text
 from tasks.core.usage import usage_table
 from tasks.reporting import markdown_table, publish_summary, write_manifest
-from tasks.translate.sets import TranslateExport, record_batches, translate_set
+from tasks.translate.sets import TranslateExport, block_chunks, chunk_digest, plan, translate_set
 
 
 class TranslateParams(ShardedParams):
@@ -78,18 +75,16 @@ def dry_run(params: TranslateParams) -> dict[str, Any]:
     spec = recipe.translation
     system = estimate_tokens(system_prompt(spec.lang))
     tin = tout = 0
-    unique: Counter[bytes] = Counter()  # digests: the texts themselves would fill memory
+    unique: Counter[int] = Counter()
     records = 0
-    for batch in record_batches(res, recipe):
-        records += len(batch)
-        for row in batch:
-            for slot in fields.slots(row, recipe.set, recipe.feedback):
-                for chunk in plan_text(slot.text, spec).chunks:
-                    digest = hashlib.blake2b(chunk.text.encode(), digest_size=16).digest()
-                    if digest not in unique:  # a repeat is a journal hit: free
-                        tin += system + estimate_tokens(chunk.text)
-                        tout += round(recipe.dry_run_output_ratio * estimate_tokens(chunk.text))
-                    unique[digest] += 1
+    for n, chunks in block_chunks(res, recipe, plan(res, recipe)):
+        records += n
+        for chunk in chunks:
+            digest = chunk_digest(chunk)
+            if digest not in unique:  # a repeat is a journal hit: free
+                tin += system + estimate_tokens(chunk.text)
+                tout += round(recipe.dry_run_output_ratio * estimate_tokens(chunk.text))
+            unique[digest] += 1
     return {"set": recipe.set, "lang": spec.lang,
             "records": records, "chunks": sum(unique.values()), "unique_chunks": len(unique),
             "input_tokens": tin, "output_tokens": tout,

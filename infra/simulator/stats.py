@@ -36,7 +36,8 @@ class Stats:
     content faults per choice, so an n=3 reply with two commentaries adds 2 to "commentary".
     "queue_full" is a 503 for a request that found every slot busy and `max_waiting` requests
     waiting ("error_503" is an injected fault). `ok_repeats` counts 200s for a body that already
-    had one: the proof that no paid call was made twice. A hung request is counted as "hang" when
+    had one: the proof that no paid call was made twice (`ok_repeats_by_kind`: which kind of reply
+they were, to find the stage that paid twice). A hung request is counted as "hang" when
     it hangs; its late answer (the client has normally given up by then) is not counted again.
     """
 
@@ -44,6 +45,7 @@ class Stats:
         self.requests = 0
         self.by_outcome = dict.fromkeys(OUTCOMES, 0)
         self.ok_repeats = 0
+        self.ok_repeats_by_kind: dict[str, int] = {}
         self.by_model: dict[str, dict[str, int]] = {}
         self.by_kind: dict[str, int] = {}
         self.by_twist = dict.fromkeys(CONTENT_FAULTS, 0)
@@ -64,7 +66,9 @@ class Stats:
             self.by_twist[fault] += 1
         seen = self._oks.get(body_id, 0)
         self._oks[body_id] = seen + 1
-        self.ok_repeats += seen > 0
+        if seen:
+            self.ok_repeats += 1
+            self.ok_repeats_by_kind[kind] = self.ok_repeats_by_kind.get(kind, 0) + 1
         usage = self.by_model.setdefault(model, {"ok": 0, "prompt_tokens": 0, "completion_tokens": 0})
         usage["ok"] += 1
         usage["prompt_tokens"] += prompt_tokens
@@ -77,6 +81,7 @@ class Stats:
             "requests": self.requests,
             "by_outcome": dict(self.by_outcome),
             "ok_repeats": self.ok_repeats,
+            "ok_repeats_by_kind": dict(self.ok_repeats_by_kind),
             "by_model": {m: dict(u) for m, u in self.by_model.items()},
             "by_kind": dict(self.by_kind),
             "by_twist": dict(self.by_twist),

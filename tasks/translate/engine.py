@@ -46,8 +46,17 @@ async def translate_texts(gateway: Gateway, spec: TranslationSpec,
     for plan in plans:
         for chunk in plan.chunks:
             unique.setdefault(chunk.text, chunk)
-    run = TranslationRun(texts=len(texts), chunks=sum(len(p.chunks) for p in plans),
-                         unique_chunks=len(unique))
+    outcomes, run = await translate_chunks(gateway, spec, unique)
+    run.texts, run.chunks = len(texts), sum(len(p.chunks) for p in plans)
+    return [assemble(plan, outcomes) for plan in plans], run
+
+
+async def translate_chunks(gateway: Gateway, spec: TranslationSpec,
+                           unique: dict[str, Masked]) -> tuple[dict[str, ChunkOutcome], TranslationRun]:
+    """Each chunk (keyed by its masked text) translated, checked and retranslated as needed:
+    its outcome, and the calls' counts. The same chunks give the same calls, attempt by
+    attempt, so a chunk translated here once is answered by the journal ever after."""
+    run = TranslationRun(texts=len(unique), chunks=len(unique), unique_chunks=len(unique))
     outcomes: dict[str, ChunkOutcome] = {}
     todo = list(unique)
     for attempt in range(spec.max_retranslations + 1):
@@ -75,4 +84,4 @@ async def translate_texts(gateway: Gateway, spec: TranslationSpec,
     flagged = [o for o in outcomes.values() if o.flags]
     run.flagged_chunks = len(flagged)
     run.flags = dict(sorted(Counter(r for o in flagged for r in o.flags).items()))
-    return [assemble(plan, outcomes) for plan in plans], run
+    return outcomes, run

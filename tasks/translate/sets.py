@@ -23,18 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -61,13 +63,15 @@ from tasks.core.translate.blocks import (
 from tasks.core.translate.overview import overview_record
 from tasks.core.translate.prompt import language_name
 from tasks.core.translate.recipe import TranslateRecipe
+from tasks.core.translate.spans import Masked
 from tasks.core.translate.tables import FLAGS, TABLES, USAGE
+from tasks.core.translate.work import plan_text
 from tasks.core.usage import UsageRow, merge_usage, usage_of
 from tasks.derived.dpo import read_schema, resolve_input
 from tasks.derived.publish import DATASET_DIR, save_dataset_dict
 from tasks.scaleout import ChildRun, plan_id, run_shared
 from tasks.shards import SHARD_TASK, claimed
-from tasks.translate.engine import translate_texts
+from tasks.translate.engine import translate_chunks, translate_texts
 
 FLAG_EXAMPLES = 20  # flagged records named in the summary
 ORIGINALS = {  # what the card says of the kept originals
@@ -198,13 +202,15 @@ def translate_set(recipe: TranslateRecipe, params: BaseModel,
     work = plan(res, recipe)
     if recipe.translation.route == "batch":
         res.gateway.batches.configure(**recipe.batch.model_dump(exclude={"max_wait_s"}))
+    # before the parts start: the chunks of several blocks, once (translate_shared)
+    prepaid = [translate_shared(recipe, work)] if scale.part is None and scale.parts > 1 else []
     shared = run_shared("translate", params, scale,
                         plan_id(work.fingerprint, [b.model_dump() for b in work.blocks]),
                         work.blocks, partial(translate_block.submit, recipe, work.fingerprint),
                         recipe.max_parallel_shards, f"translate {recipe.set} → {recipe.lang}")
     if shared.part is not None:
         return shared.part
-    summaries = shared.shards
+    summaries = [*prepaid, *shared.shards]
     if pending := sum(s.pending for s in summaries):
         raise UltraforgeError(f"{pending} chunks still wait in batches (batch.wait_s "
                               f"{recipe.batch.wait_s:g} s): nothing is published; run again to "
@@ -240,14 +246,89 @@ async def _translate_block(res: Resources, recipe: TranslateRecipe, fingerprint:
             table = table.replace_schema_metadata({**(schema.metadata or {}),
                                                    STATS_KEY: stats.model_dump_json().encode()})
             await asyncio.to_thread(res.lake.write_bytes, path, parquet_bytes(table))
-        if usage:
-            name = f"{key}-{content_key([u.model_dump() for u in usage])[:12]}"
-            await asyncio.to_thread(res.lake.write_shard, USAGE, name,
-                                    [{"shard": name, **u.model_dump()} for u in usage])
+        await asyncio.to_thread(land_usage, res.lake, key, usage)
         status = "pending" if pending else "partial" if stats.failed else "done"
         return ShardSummary(stage="translation", key=key, status=status, items=len(records),
                             rows=len(out), failures=stats.failed, pending=pending,
                             waited_s=waited, usage=usage)
+
+
+def land_usage(lake: Lake, key: str, usage: list[UsageRow]) -> None:
+    """What the shard `key` spent, landed under a name of its own (a rerun's journal hits are
+    another row set)."""
+    if usage:
+        name = f"{key}-{content_key([u.model_dump() for u in usage])[:12]}"
+        lake.write_shard(USAGE, name, [{"shard": name, **u.model_dump()} for u in usage])
+
+
+@task(name="translate-shared-chunks", **SHARD_TASK)
+def translate_shared(recipe: TranslateRecipe, work: Input) -> ShardSummary:
+    """A parent's first step when it has parts: the chunks found in more than one block,
+    translated here once, their replies landed in the lake's journal segments before the parts
+    start (each imports them when it starts). Otherwise two processes translating two blocks
+    that share a chunk (a system prompt of thousands of records) would each pay for it. The
+    blocks then find these chunks in the journal (docs/translation.md#parts)."""
+    res = current()
+    return run(_translate_shared(res, recipe, work))
+
+
+async def _translate_shared(res: Resources, recipe: TranslateRecipe, work: Input) -> ShardSummary:
+    chunks = await asyncio.to_thread(shared_chunks, res, recipe, work)
+    _, done = await translate_chunks(res.gateway, recipe.translation, {c.text: c for c in chunks})
+    usage = usage_of("translation", done.results, res.pool.cost)
+    key = f"translate-{work.fingerprint[:24]}-shared"
+    await asyncio.to_thread(land_usage, res.lake, key, usage)
+    if res.mirror is not None:
+        await asyncio.to_thread(res.mirror.flush)
+    failed = done.flags.get("failed", 0)
+    return ShardSummary(stage="translation", key=key, status="partial" if failed else "done",
+                        items=len(chunks), failures=failed, usage=usage)
+
+
+def block_chunks(res: Resources, recipe: TranslateRecipe, work: Input,
+                 which: Iterable[int] | None = None) -> Iterator[tuple[int, list[Masked]]]:
+    """Each block's records (of `which` blocks, all by default): how many, and every chunk of
+    their texts, in order."""
+    _, options = input_splits(res.lake, recipe.input_path())
+    for i in range(len(work.blocks)) if which is None else which:
+        block = work.blocks[i]
+        records = read_rows(work.files[block.split][block.part], options, block.start, block.stop)
+        chunks = [chunk for record in records
+                  for slot in fields.slots(record, recipe.set, recipe.feedback)
+                  for chunk in plan_text(slot.text, recipe.translation).chunks]
+        yield len(records), chunks
+
+
+def chunk_digest(chunk: Masked) -> int:
+    """64 bits of a chunk's masked text: the texts themselves would fill memory."""
+    return int.from_bytes(hashlib.blake2b(chunk.text.encode(), digest_size=8).digest(), "little")
+
+
+def shared_chunks(res: Resources, recipe: TranslateRecipe, work: Input) -> list[Masked]:
+    """The chunks found in more than one block, each once: one pass over the input counts the
+    blocks each chunk is in (by digest), a second reads again only the blocks where each of
+    those first appears."""
+    per_block = [pa.array(sorted({chunk_digest(c) for c in chunks}), pa.uint64())
+                 for _, chunks in block_chunks(res, recipe, work)]
+    if not per_block:
+        return []
+    counted = pc.value_counts(pa.concat_arrays(per_block))
+    shared = counted.field("values").filter(pc.greater(counted.field("counts"), 1))
+    wanted = set(shared.to_pylist())
+    first, left = [], set(wanted)
+    for i, digests in enumerate(per_block):
+        if not left:
+            break
+        hits = set(digests.filter(pc.is_in(digests, value_set=shared)).to_pylist()) & left
+        if hits:
+            first.append(i)
+            left -= hits
+    found: dict[str, Masked] = {}
+    for _, chunks in block_chunks(res, recipe, work, first):
+        for chunk in chunks:
+            if chunk_digest(chunk) in wanted:
+                found.setdefault(chunk.text, chunk)
+    return list(found.values())
 
 
 def landed_stats(lake: Lake, path: str) -> BlockStats | None:
@@ -403,14 +484,6 @@ def _read_block(lake: Lake, fingerprint: str, block: Block) -> tuple[pa.Table, B
 
 def _maybe_open(path: Path, wanted: bool):
     return open(path, "wb") if wanted else contextlib.nullcontext()
-
-
-def record_batches(res: Resources, recipe: TranslateRecipe) -> Iterator[list[dict[str, Any]]]:
-    """The records of every block of the plan, block by block (the dry run's view)."""
-    work = plan(res, recipe)
-    _, options = input_splits(res.lake, recipe.input_path())
-    for block in work.blocks:
-        yield read_rows(work.files[block.split][block.part], options, block.start, block.stop)
 
 
 def _who(record: dict[str, Any], split: str, row: int) -> str:

@@ -237,7 +237,7 @@ def test_stats_count_outcomes_models_kinds_and_repeats(simulator):
     stats = simulator.stats()
     assert stats["requests"] == 3 and stats["by_outcome"]["ok"] == 3
     assert sum(stats["by_outcome"].values()) == 3
-    assert stats["ok_repeats"] == 1
+    assert stats["ok_repeats"] == 1 and stats["ok_repeats_by_kind"] == {"answer": 1}
     assert stats["by_model"]["gpt-4o-mini"]["ok"] == 2 and stats["by_model"]["gpt-4o"]["ok"] == 1
     assert stats["by_model"]["gpt-4o"]["completion_tokens"] > 0
     assert stats["by_kind"] == {"answer": 2, "list": 1}

@@ -19,12 +19,15 @@ import pytest
 from flows.translate import TranslateParams, dry_run, translate
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.lake import Lake
+from tasks.adapters.resources import current
 from tasks.adapters.warehouse import Warehouse
 from tasks.core.derived.binarize import DPO_SCHEMA
 from tasks.core.derived.sft import SFT_SCHEMA
+from tasks.core.shards import ScaleOut
 from tasks.core.translate.fields import slots
 from tasks.core.ultrachat.tables import RAW_SCHEMA
 from tasks.core.ultrafeedback.export import export_schema
+from tasks.translate.sets import plan, shared_chunks, translate_shared
 from tests.fixtures.factory import fast_pool, settings_env, settings_in
 from tests.fixtures.translate import strip_texts
 
@@ -142,6 +145,32 @@ def test_code_blocks_and_confidence_lines_are_byte_identical_and_system_prompts_
     again = translate(TranslateParams(set="ultrafeedback"))
     assert sim.stats()["requests"] == requests and again.counts.calls_paid == 0
     assert read(lake, "exports/ultrafeedback-ja/ultrafeedback", "train") == rows
+
+
+def test_a_parent_with_parts_pays_the_chunks_of_several_blocks_first_and_lands_them_for_its_parts(
+        prefect_api, env):
+    sim, lake = env
+    params = TranslateParams(set="ultrafeedback", overrides=["batch_records=2"])
+    res = current()
+    work = plan(res, params.recipe)
+    # in 3 blocks: the system prompt and the second answer; each instruction and first answer
+    # is a record's own
+    shared = shared_chunks(res, params.recipe, work)
+    assert sorted(c.text for c in shared) == sorted([SYSTEM, "Write the numbers by hand, one per line."])
+    summary = translate_shared(params.recipe, work)
+    assert sum(u.requests for u in summary.usage) == 2 == sim.stats()["requests"]
+    # in the lake's journal segments already: a part imports them when it starts
+    assert sum(pq.read_metadata(f).num_rows for f in (lake / "_journal").glob("*.parquet")) == 2
+
+    # then the run with parts (no worker takes them: the parent does every block): its own
+    # first step finds the two in the journal, and its blocks pay each other chunk once (the
+    # 6 instructions and 6 first answers) and find the two again
+    translate.to_deployment(name="part").apply()
+    out = translate(params.model_copy(update={"scale": ScaleOut(parts=2)}))
+    assert [p.state for p in out.parts] == ["Cancelled", "Cancelled"]
+    assert sim.stats()["requests"] == 14 and sim.stats()["ok_repeats"] == 0
+    assert out.counts.calls_paid == 12
+    assert out.counts.calls_from_journal == 2 + out.counts.unique_chunks - 12
 
 
 def test_splits_of_a_derived_set_are_kept_and_the_dry_run_estimates_before_paying(prefect_api, env):
