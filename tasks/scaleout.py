@@ -170,6 +170,11 @@ def fan_out(flow: str, params: BaseModel, scale: ScaleOut, plan: str) -> Fan:
         except ObjectNotFound:
             raise ConfigError(f"scale.parts={scale.parts} needs the deployment {deployment!r} "
                               "on the Prefect API (`ultraforge deploy` registers it)") from None
+    # every call this run has paid so far, in the lake before a part starts (each imports the
+    # journal segments when its process starts): what the parent translated a moment ago, for
+    # one, is no part's to pay again
+    if (mirror := current().mirror) is not None:
+        mirror.flush()
     children = []
     for i in range(scale.parts):
         part = Part(index=i, count=scale.parts, parent=parent, plan=plan)

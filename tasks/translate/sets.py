@@ -264,10 +264,11 @@ def land_usage(lake: Lake, key: str, usage: list[UsageRow]) -> None:
 @task(name="translate-shared-chunks", **SHARD_TASK)
 def translate_shared(recipe: TranslateRecipe, work: Input) -> ShardSummary:
     """A parent's first step when it has parts: the chunks found in more than one block,
-    translated here once, their replies landed in the lake's journal segments before the parts
-    start (each imports them when it starts). Otherwise two processes translating two blocks
-    that share a chunk (a system prompt of thousands of records) would each pay for it. The
-    blocks then find these chunks in the journal (docs/translation.md#parts)."""
+    translated here once. The parent lands its journal rows in the lake before it starts the
+    parts (tasks/scaleout.py `fan_out`), and each part imports them when it starts. Otherwise
+    two processes translating two blocks that share a chunk (a system prompt of thousands of
+    records) would each pay for it. The blocks then find these chunks in the journal
+    (docs/translation.md#parts)."""
     res = current()
     return run(_translate_shared(res, recipe, work))
 
@@ -278,8 +279,6 @@ async def _translate_shared(res: Resources, recipe: TranslateRecipe, work: Input
     usage = usage_of("translation", done.results, res.pool.cost)
     key = f"translate-{work.fingerprint[:24]}-shared"
     await asyncio.to_thread(land_usage, res.lake, key, usage)
-    if res.mirror is not None:
-        await asyncio.to_thread(res.mirror.flush)
     failed = done.flags.get("failed", 0)
     return ShardSummary(stage="translation", key=key, status="partial" if failed else "done",
                         items=len(chunks), failures=failed, usage=usage)

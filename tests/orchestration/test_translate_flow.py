@@ -27,7 +27,7 @@ from tasks.core.shards import ScaleOut
 from tasks.core.translate.fields import slots
 from tasks.core.ultrachat.tables import RAW_SCHEMA
 from tasks.core.ultrafeedback.export import export_schema
-from tasks.translate.sets import plan, shared_chunks, translate_shared
+from tasks.translate.sets import plan, shared_chunks
 from tests.fixtures.factory import fast_pool, settings_env, settings_in
 from tests.fixtures.translate import strip_texts
 
@@ -148,29 +148,27 @@ def test_code_blocks_and_confidence_lines_are_byte_identical_and_system_prompts_
 
 
 def test_a_parent_with_parts_pays_the_chunks_of_several_blocks_first_and_lands_them_for_its_parts(
-        prefect_api, env):
+        prefect_api, env, monkeypatch):
     sim, lake = env
+    # no timed journal segment: the only one landed is the one before the parts start
+    monkeypatch.setenv("ULTRAFORGE_JOURNAL_SEGMENT_S", "3600")
     params = TranslateParams(set="ultrafeedback", overrides=["batch_records=2"])
     res = current()
-    work = plan(res, params.recipe)
     # in 3 blocks: the system prompt and the second answer; each instruction and first answer
     # is a record's own
-    shared = shared_chunks(res, params.recipe, work)
+    shared = shared_chunks(res, params.recipe, plan(res, params.recipe))
     assert sorted(c.text for c in shared) == sorted([SYSTEM, "Write the numbers by hand, one per line."])
-    summary = translate_shared(params.recipe, work)
-    assert sum(u.requests for u in summary.usage) == 2 == sim.stats()["requests"]
-    # in the lake's journal segments already: a part imports them when it starts
-    assert sum(pq.read_metadata(f).num_rows for f in (lake / "_journal").glob("*.parquet")) == 2
 
-    # then the run with parts (no worker takes them: the parent does every block): its own
-    # first step finds the two in the journal, and its blocks pay each other chunk once (the
-    # 6 instructions and 6 first answers) and find the two again
-    translate.to_deployment(name="part").apply()
+    translate.to_deployment(name="part").apply()  # no worker takes them: the parent does all
     out = translate(params.model_copy(update={"scale": ScaleOut(parts=2)}))
     assert [p.state for p in out.parts] == ["Cancelled", "Cancelled"]
-    assert sim.stats()["requests"] == 14 and sim.stats()["ok_repeats"] == 0
-    assert out.counts.calls_paid == 12
-    assert out.counts.calls_from_journal == 2 + out.counts.unique_chunks - 12
+    # the two first, then each block's 4 own chunks; the blocks find the two in the journal
+    assert out.counts.calls_paid == sim.stats()["requests"] == 2 + 3 * 4
+    assert sim.stats()["ok_repeats"] == 0
+    assert out.counts.calls_from_journal == 3 * 2
+    # the two were in the lake before the parts were started
+    segments = sorted((lake / "_journal").glob("*.parquet"))
+    assert [pq.read_metadata(f).num_rows for f in segments] == [2]
 
 
 def test_splits_of_a_derived_set_are_kept_and_the_dry_run_estimates_before_paying(prefect_api, env):
