@@ -51,7 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.factory import pool_file, recipe_file  # noqa: E402
 from benchmarks.simproc import free_port, simulator_process, stats  # noqa: E402
-from tasks.core.shards import PartRun  # noqa: E402
+from tasks.adapters.lake import Lake  # noqa: E402
+from tasks.scaleout import read_part  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -195,12 +196,13 @@ def flow_run(api: str, run_id: str):
         return client.read_flow_run(run_id)
 
 
-def paid_by_parts(lake: Path, run_id: str) -> list[int]:
-    """Calls each part paid, from the summaries the parts landed for the parent
-    (`runs/<flow>/<parent id>-<run count>/parts/`, tasks/scaleout.py)."""
-    files = sorted((lake / "runs/ultrafeedback").glob(f"{run_id}-*/parts/*.json"))
-    return [sum(u.requests for s in PartRun.model_validate_json(f.read_text()).shards for u in s.usage)
-            for f in files]
+def paid_by_parts(lake: Path, run_id: str, parts: int) -> list[int]:
+    """Calls each part paid, from the shard summaries the parts landed for the parent
+    (`runs/<flow>/<parent id>-<run count>/parts/<i>/`, tasks/scaleout.py)."""
+    root = Lake(str(lake))
+    runs = [n for n in root.ls("runs/ultrafeedback") if n.startswith(f"{run_id}-")]
+    return [sum(u.requests for s in read_part(root, "ultrafeedback", runs[-1], i) for u in s.usage)
+            for i in range(parts if runs else 0)]
 
 
 def scenario(stack: Stack, name: str, prompts: int, workers: int, parts: int, worker_limit: int,
@@ -258,7 +260,7 @@ def scenario(stack: Stack, name: str, prompts: int, workers: int, parts: int, wo
                 stack.stop(proc)
     requests = after["requests"] - before["requests"]
     refused = sum(after["by_outcome"][k] - before["by_outcome"][k] for k in REFUSED)
-    by_parts = paid_by_parts(tmp / "lake", run_id)
+    by_parts = paid_by_parts(tmp / "lake", run_id, parts)
     busy = sampler.busy_s(before["requests"], after["requests"])
     return {
         "prompts": prompts, "workers": workers, "parts": parts, "wall_s": round(wall, 2),

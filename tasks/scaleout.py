@@ -5,7 +5,8 @@ A run with `scale.parts = N > 1` (the parent), once what its shards read has lan
 runs of its flow's `part` deployment (`<flow>/part`) with the same parameters and
 `scale.part = (i, N, parent, plan)`. Each part lists the shards again, refuses to run if its
 list is not the parent's (`plan`), takes every N-th shard from position i, lands them as any
-run does, and lands its shard summaries under `runs/<flow>/<parent>/parts/`. Meanwhile the
+run does, and lands each shard's summary as the shard ends, under
+`runs/<flow>/<parent>/parts/<i>/`, so that the parent counts it even if the part is lost. Meanwhile the
 parent works through the whole list from the other end. Shard leases (tasks/shards.py) make
 sure no shard is paid twice, and the journal segments in the lake make a shard taken over from
 a lost worker repay only the last few seconds of its calls.
@@ -75,30 +76,50 @@ def run_shared(flow: str, params: BaseModel, scale: ScaleOut, plan: str, items: 
     """Run a flow's shards as `scale` says: the whole list `items` (whose digest is `plan`)
     alone, or shared with parts. `submit` submits the shard task of one item; `todo` leaves out
     items known to be done (after sharing, so parent and parts share the same list)."""
+    lake = current().lake
     with fan_out(flow, params, scale, plan) as fan:
         mine = [i for i in scale.share(items) if todo is None or todo(i)]
-        shards = run_shards([partial(submit, i) for i in mine], limit, title)
+        # a part lands each shard's summary as it ends: the parent counts them even if the
+        # part is lost later
+        landed = None if scale.part is None else partial(land_shard, lake, flow, scale.part)
+        shards = run_shards([partial(submit, i) for i in mine], limit, title, landed)
     if scale.part is not None:
-        return Shared(shards, [], land_part(current().lake, flow, scale.part, shards))
+        return Shared(shards, [], end_part(flow, scale.part, shards))
     theirs, children = fan.settle(current().lake)
     return Shared(merge_runs([*shards, *theirs]), children)
 
 
-def part_path(flow: str, parent: str, index: int) -> str:
-    return f"runs/{flow}/{parent}/parts/{index:03d}.json"
+def part_dir(flow: str, parent: str, index: int) -> str:
+    return f"runs/{flow}/{parent}/parts/{index:03d}"
 
 
-def land_part(lake: Lake, flow: str, part: Part, shards: list[ShardSummary]) -> PartRun:
-    """A part's end: its shard summaries, landed for the parent and returned."""
-    out = PartRun(flow=flow, part=part, shards=shards)
-    lake.write_bytes(part_path(flow, part.parent, part.index), out.model_dump_json().encode())
+def land_shard(lake: Lake, flow: str, part: Part, shard: ShardSummary) -> None:
+    """One shard's summary, landed by the part that ran it, for its parent."""
+    lake.write_bytes(f"{part_dir(flow, part.parent, part.index)}/{shard.key}.json",
+                     shard.model_dump_json().encode())
+
+
+def read_part(lake: Lake, flow: str, parent: str, index: int) -> list[ShardSummary]:
+    """The summaries of the shards a part ran and landed (whether it ended or was lost)."""
+    where = part_dir(flow, parent, index)
+    out = []
+    for name in lake.ls(where):
+        try:
+            out.append(ShardSummary.model_validate_json(lake.read_bytes(f"{where}/{name}")))
+        except ValidationError as exc:
+            raise ConfigError(f"{where}/{name}: not a shard summary ({exc})") from None
+    return out
+
+
+def end_part(flow: str, part: Part, shards: list[ShardSummary]) -> PartRun:
+    """A part's end: its summary artifact, and what it returns."""
     paid = sum(u.requests for s in shards for u in s.usage)
     publish_summary(f"{flow}-part-summary", "\n".join([
         f"# {flow}: part {part.index + 1} of {part.count}", "",
         f"Parent run: `{part.parent}`", "",
         f"Shards: {len(shards)} ({sum(s.status != 'skipped' for s in shards)} run, the rest "
         f"landed already), paid calls: {paid}"]), {})
-    return out
+    return PartRun(flow=flow, part=part, shards=shards)
 
 
 class Fan:
@@ -134,14 +155,13 @@ class Fan:
         for i, run in enumerate(_settle(self.children, current().settings.part_grace_s)):
             child = ChildRun(index=i, id=str(run.id), name=run.name,
                              state=run.state.name if run.state else "?")
-            part = _read_part(lake, self.flow, self.parent, i)
-            if part is not None:
-                shards += part.shards
-                child.shards = sum(s.status != "skipped" for s in part.shards)
-                child.requests_paid = sum(u.requests for s in part.shards for u in s.usage)
-            elif run.state is None or run.state.type != StateType.CANCELLED:
-                logger.warning("%s part %d (%s) ended %s without its summary: the parent "
-                               "finished its shards", self.flow, i + 1, run.name, child.state)
+            theirs = read_part(lake, self.flow, self.parent, i)
+            shards += theirs
+            child.shards = sum(s.status != "skipped" for s in theirs)
+            child.requests_paid = sum(u.requests for s in theirs for u in s.usage)
+            if run.state is None or run.state.type not in (StateType.COMPLETED, StateType.CANCELLED):
+                logger.warning("%s part %d (%s) ended %s after %d shards: the parent did the "
+                               "rest", self.flow, i + 1, run.name, child.state, child.shards)
             seen.append(child)
         return shards, seen
 
@@ -191,15 +211,6 @@ def fan_out(flow: str, params: BaseModel, scale: ScaleOut, plan: str) -> Fan:
 def plan_id(*parts: Any) -> str:
     """A digest of what identifies a run's shard list (input key, shard ids, fingerprint)."""
     return content_key("scaleout/plan", *parts)
-
-
-def _read_part(lake: Lake, flow: str, parent: str, index: int) -> PartRun | None:
-    try:
-        return PartRun.model_validate_json(lake.read_bytes(part_path(flow, parent, index)))
-    except FileNotFoundError:
-        return None
-    except ValidationError as exc:
-        raise ConfigError(f"{part_path(flow, parent, index)}: not a part summary ({exc})") from None
 
 
 def _settle(children: list[FlowRun], grace_s: float) -> list[FlowRun]:

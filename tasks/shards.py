@@ -167,9 +167,10 @@ async def claimed(lake: Lake, key: str, ttl: float = LEASE_TTL_S,
 
 # -- fan-out ---------------------------------------------------------------------------------------
 
-def run_shards(submissions: Sequence[Callable[[], PrefectFuture]], limit: int,
-               title: str) -> list[ShardSummary]:
-    """Submit shard tasks keeping at most `limit` in flight; their summaries in finishing order.
+def run_shards(submissions: Sequence[Callable[[], PrefectFuture]], limit: int, title: str,
+               on_done: Callable[[ShardSummary], object] | None = None) -> list[ShardSummary]:
+    """Submit shard tasks keeping at most `limit` in flight; their summaries in finishing order
+    (each also handed to `on_done` as it comes).
 
     A fatal error (or a configuration error) in any shard stops the fan-out at once: nothing more
     is submitted and the error is raised (the shards still running stop by themselves, since the
@@ -192,6 +193,8 @@ def run_shards(submissions: Sequence[Callable[[], PrefectFuture]], limit: int,
         finished += 1
         try:
             done.append(future.result())
+            if on_done is not None:
+                on_done(done[-1])
         except (FatalAPIError, ConfigError):
             raise
         except Exception as exc:

@@ -23,6 +23,9 @@ from flows.ultrachat import UltraChatParams, ultrachat
 from flows.ultrafeedback import UltraFeedbackParams, ultrafeedback
 from tasks.adapters.errors import ConfigError
 from tasks.adapters.lake import Lake
+from tasks.core.shards import Part, ScaleOut, ShardSummary
+from tasks.core.usage import UsageRow
+from tasks.scaleout import Fan, land_shard
 from tests.fixtures.factory import fast_pool, raw_duplicates, settings_env, settings_in, write_prompts
 
 pytestmark = pytest.mark.slow
@@ -69,6 +72,35 @@ def test_parts_no_worker_takes_are_cancelled_and_the_parent_does_every_shard(
         "uf_completions": 0, "uf_critiques": 0, "uf_annotations": 0}
 
 
+def test_a_lost_part_s_shards_count_in_its_parent_s_summary(
+        prefect_api, make_simulator, monkeypatch, tmp_path):
+    """A part lost with its worker after ending one shard: the parent marks it Crashed (its
+    grace over) and counts the shard it landed, not only the parts that finished."""
+    from prefect import flow
+    from prefect.states import Running
+
+    sim = make_simulator("unlimited")
+    lake = Lake(str(env_for(tmp_path, monkeypatch, sim)))
+    monkeypatch.setenv("ULTRAFORGE_PART_GRACE_S", "0")
+    ultrafeedback.to_deployment(name="part").apply()
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("ultrafeedback/part")
+        lost = client.create_flow_run_from_deployment(deployment.id, name="lost-part")
+        client.set_flow_run_state(lost.id, Running(), force=True)  # its worker went silent
+    scale = ScaleOut(part=Part(index=0, count=2, parent="p-1", plan="d"))
+    paid = ShardSummary(stage="generation", key="block-3", status="done", items=4, rows=8,
+                        usage=[UsageRow(stage="generation", model="m", requests=8)])
+    land_shard(lake, "ultrafeedback", scale.part, paid)
+
+    @flow
+    def parent() -> tuple:
+        return Fan("ultrafeedback", ScaleOut(parts=2), "p-1", [lost]).settle(lake)
+
+    shards, children = parent()
+    assert shards == [paid]
+    assert [(c.state, c.shards, c.requests_paid) for c in children] == [("Crashed", 1, 8)]
+
+
 def test_parts_without_their_deployment_are_a_config_error_naming_it(
         prefect_api, make_simulator, monkeypatch, tmp_path):
     sim = make_simulator("unlimited")
@@ -95,9 +127,9 @@ def test_a_part_whose_worker_plans_other_shards_refuses_to_run_and_pays_nothing(
 DIALOGUES = ["sectors.world.dialogues=4", "sectors.writing.dialogues=4",
              "sectors.materials.dialogues=4", "dialogue.shard_size=1"]
 TRANSLATE = ["set=ultrachat", "batch_records=1", "max_parallel_shards=1"]
-# 0.3 s a call, two at a time: the parent's pass lasts long enough for the parts (a process
-# each, ~5 s to start here) to take shards of it
-SLOW = {"latency.ttft_s": 0.3, "latency.per_token_s": 0, "latency.max_num_seqs": 2}
+# 0.5 s a call, two at a time: the parent's pass (about 20 s) lasts long enough for the parts
+# (a process each, 5-8 s to start on an idle 2-core machine) to take shards of it
+SLOW = {"latency.ttft_s": 0.5, "latency.per_token_s": 0, "latency.max_num_seqs": 2}
 
 
 def job(scale: dict) -> tuple[dict, object]:
@@ -106,6 +138,7 @@ def job(scale: dict) -> tuple[dict, object]:
     return chat, translate(TranslateParams(overrides=TRANSLATE, scale=scale))
 
 
+@pytest.mark.serial  # beside another heavy test, the parts started after the parent had done all
 def test_ultrachat_and_translate_in_parts_on_a_worker_give_the_sets_of_runs_alone(
         prefect_api, make_simulator, monkeypatch, tmp_path):
     # the job alone: its own data dir and simulator (same seed, so the same answers)
