@@ -198,11 +198,12 @@ def flow_run(api: str, run_id: str):
 
 def paid_by_parts(lake: Path, run_id: str, parts: int) -> list[int]:
     """Calls each part paid, from the shard summaries the parts landed for the parent
-    (`runs/<flow>/<parent id>-<run count>/parts/<i>/`, tasks/scaleout.py)."""
+    (`runs/<flow>/<parent id>-<run count>/parts/<i, 3 digits>/`, tasks/scaleout.py)."""
     root = Lake(str(lake))
     runs = [n for n in root.ls("runs/ultrafeedback") if n.startswith(f"{run_id}-")]
-    return [sum(u.requests for s in read_part(root, "ultrafeedback", runs[-1], i) for u in s.usage)
-            for i in range(parts if runs else 0)]
+    last = max(runs, key=lambda n: int(n.rsplit("-", 1)[1]), default=None)  # the last run count
+    return [sum(u.requests for s in read_part(root, "ultrafeedback", last, i) for u in s.usage)
+            for i in range(parts if last else 0)]
 
 
 def scenario(stack: Stack, name: str, prompts: int, workers: int, parts: int, worker_limit: int,

@@ -6,7 +6,8 @@ runs of its flow's `part` deployment (`<flow>/part`) with the same parameters an
 `scale.part = (i, N, parent, plan)`. Each part lists the shards again, refuses to run if its
 list is not the parent's (`plan`), takes every N-th shard from position i, lands them as any
 run does, and lands each shard's summary as the shard ends, under
-`runs/<flow>/<parent>/parts/<i>/`, so that the parent counts it even if the part is lost. Meanwhile the
+`runs/<flow>/<parent>/parts/<i, 3 digits>/`, so that the parent counts it even if the part is
+lost. Meanwhile the
 parent works through the whole list from the other end. Shard leases (tasks/shards.py) make
 sure no shard is paid twice, and the journal segments in the lake make a shard taken over from
 a lost worker repay only the last few seconds of its calls.
@@ -72,12 +73,14 @@ class Shared:
 
 def run_shared(flow: str, params: BaseModel, scale: ScaleOut, plan: str, items: Sequence[T],
                submit: Callable[[T], Any], limit: int, title: str,
-               todo: Callable[[T], bool] | None = None) -> Shared:
+               todo: Callable[[T], bool] | None = None,
+               before_parts: Callable[[], ShardSummary] | None = None) -> Shared:
     """Run a flow's shards as `scale` says: the whole list `items` (whose digest is `plan`)
     alone, or shared with parts. `submit` submits the shard task of one item; `todo` leaves out
-    items known to be done (after sharing, so parent and parts share the same list)."""
+    items known to be done (after sharing, so parent and parts share the same list);
+    `before_parts` is a parent's step between its checks and its parts' start (`fan_out`)."""
     lake = current().lake
-    with fan_out(flow, params, scale, plan) as fan:
+    with fan_out(flow, params, scale, plan, before_parts) as fan:
         mine = [i for i in scale.share(items) if todo is None or todo(i)]
         # a part lands each shard's summary as it ends: the parent counts them even if the
         # part is lost later
@@ -85,8 +88,8 @@ def run_shared(flow: str, params: BaseModel, scale: ScaleOut, plan: str, items: 
         shards = run_shards([partial(submit, i) for i in mine], limit, title, landed)
     if scale.part is not None:
         return Shared(shards, [], end_part(flow, scale.part, shards))
-    theirs, children = fan.settle(current().lake)
-    return Shared(merge_runs([*shards, *theirs]), children)
+    theirs, children = fan.settle(lake)
+    return Shared(merge_runs([*fan.first, *shards, *theirs]), children)
 
 
 def part_dir(flow: str, parent: str, index: int) -> str:
@@ -94,9 +97,18 @@ def part_dir(flow: str, parent: str, index: int) -> str:
 
 
 def land_shard(lake: Lake, flow: str, part: Part, shard: ShardSummary) -> None:
-    """One shard's summary, landed by the part that ran it, for its parent."""
-    lake.write_bytes(f"{part_dir(flow, part.parent, part.index)}/{shard.key}.json",
-                     shard.model_dump_json().encode())
+    """One shard's summary, landed by the part that ran it, for its parent. A shard found
+    landed already (`skipped`) is left out: it spent nothing, and a retried part would write it
+    over the summary of the run that paid. A failed write loses the parent a count, not the
+    shard: it is logged, not raised."""
+    if shard.status == "skipped":
+        return
+    try:
+        lake.write_bytes(f"{part_dir(flow, part.parent, part.index)}/{shard.key}.json",
+                         shard.model_dump_json().encode())
+    except Exception as exc:  # noqa: BLE001 - the shard itself has landed
+        get_run_logger().warning("shard %s: its summary did not land for the parent run (%s)",
+                                 shard.key, exc)
 
 
 def read_part(lake: Lake, flow: str, parent: str, index: int) -> list[ShardSummary]:
@@ -128,11 +140,12 @@ class Fan:
     job that has failed."""
 
     def __init__(self, flow: str, scale: ScaleOut, parent: str | None = None,
-                 children: list[FlowRun] | None = None):
+                 children: list[FlowRun] | None = None, first: list[ShardSummary] | None = None):
         self.flow = flow
         self.scale = scale
         self.parent = parent
         self.children = children or []
+        self.first = first or []  # what the parent's step before its parts ran
 
     def __enter__(self) -> Fan:
         return self
@@ -166,11 +179,13 @@ class Fan:
         return shards, seen
 
 
-def fan_out(flow: str, params: BaseModel, scale: ScaleOut, plan: str) -> Fan:
+def fan_out(flow: str, params: BaseModel, scale: ScaleOut, plan: str,
+            before_parts: Callable[[], ShardSummary] | None = None) -> Fan:
     """Start the children `scale` asks for: runs of `<flow>/part` with `params`, each its part
     of the shard list `plan` identifies (a digest of it). A part checks that it lists the same
     shards as its parent did: its inputs could differ on its worker (other files, another pool),
-    and a share of another list would leave shards undone and count others twice."""
+    and a share of another list would leave shards undone and count others twice. A parent
+    runs `before_parts` once its parts are known to be possible, before it starts them."""
     if scale.part is not None:
         if scale.part.plan != plan:
             raise ConfigError(f"part {scale.part.index + 1} of {scale.part.count}: this worker "
@@ -190,6 +205,7 @@ def fan_out(flow: str, params: BaseModel, scale: ScaleOut, plan: str) -> Fan:
         except ObjectNotFound:
             raise ConfigError(f"scale.parts={scale.parts} needs the deployment {deployment!r} "
                               "on the Prefect API (`ultraforge deploy` registers it)") from None
+    first = [before_parts()] if before_parts is not None else []
     # every call this run has paid so far, in the lake before a part starts (each imports the
     # journal segments when its process starts): what the parent translated a moment ago, for
     # one, is no part's to pay again
@@ -205,7 +221,7 @@ def fan_out(flow: str, params: BaseModel, scale: ScaleOut, plan: str) -> Fan:
             flow_run_name=f"{this_run.name}-part-{i + 1}-of-{scale.parts}",
             idempotency_key=f"{parent}-part-{i}", tags=["ultraforge", "part"]))
     get_run_logger().info("%s: %d parts started on the work pool", flow, scale.parts)
-    return Fan(flow, scale, parent, children)
+    return Fan(flow, scale, parent, children, first)
 
 
 def plan_id(*parts: Any) -> str:

@@ -37,7 +37,7 @@ class Stats:
     "queue_full" is a 503 for a request that found every slot busy and `max_waiting` requests
     waiting ("error_503" is an injected fault). `ok_repeats` counts 200s for a body that already
     had one: the proof that no paid call was made twice (`ok_repeats_by_kind`: which kind of reply
-they were, to find the stage that paid twice). A hung request is counted as "hang" when
+    they were, to find the stage that paid twice). A hung request is counted as "hang" when
     it hangs; its late answer (the client has normally given up by then) is not counted again.
     """
 

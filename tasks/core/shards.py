@@ -107,8 +107,8 @@ class ScaleOut(BaseModel):
 
 
 class PartRun(BaseModel):
-    """What a part run lands for its parent (and returns): the summaries of its shards, which
-    the parent adds to its own counts and usage."""
+    """What a part run returns: the summaries of its shards (the parent reads them from the
+    lake, where the part landed each as it ended, tasks/scaleout.py `land_shard`)."""
 
     model_config = ConfigDict(extra="forbid")
 

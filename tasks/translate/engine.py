@@ -56,7 +56,7 @@ async def translate_chunks(gateway: Gateway, spec: TranslationSpec,
     """Each chunk (keyed by its masked text) translated, checked and retranslated as needed:
     its outcome, and the calls' counts. The same chunks give the same calls, attempt by
     attempt, so a chunk translated here once is answered by the journal ever after."""
-    run = TranslationRun(texts=len(unique), chunks=len(unique), unique_chunks=len(unique))
+    run = TranslationRun(unique_chunks=len(unique))  # texts and chunks: the caller's to count
     outcomes: dict[str, ChunkOutcome] = {}
     todo = list(unique)
     for attempt in range(spec.max_retranslations + 1):

@@ -202,19 +202,15 @@ def translate_set(recipe: TranslateRecipe, params: BaseModel,
     work = plan(res, recipe)
     if recipe.translation.route == "batch":
         res.gateway.batches.configure(**recipe.batch.model_dump(exclude={"max_wait_s"}))
-    # before the parts start: the chunks of several blocks, once (translate_shared)
-    prepaid = [translate_shared(recipe, work)] if scale.part is None and scale.parts > 1 else []
     shared = run_shared("translate", params, scale,
                         plan_id(work.fingerprint, [b.model_dump() for b in work.blocks]),
                         work.blocks, partial(translate_block.submit, recipe, work.fingerprint),
-                        recipe.max_parallel_shards, f"translate {recipe.set} → {recipe.lang}")
+                        recipe.max_parallel_shards, f"translate {recipe.set} → {recipe.lang}",
+                        before_parts=partial(_before_parts, recipe, work))
     if shared.part is not None:
         return shared.part
-    summaries = [*prepaid, *shared.shards]
-    if pending := sum(s.pending for s in summaries):
-        raise UltraforgeError(f"{pending} chunks still wait in batches (batch.wait_s "
-                              f"{recipe.batch.wait_s:g} s): nothing is published; run again to "
-                              "collect them, without paying again")
+    summaries = shared.shards
+    _none_pending(recipe, summaries)
     out = publish_translation(recipe, work, merge_usage([u for s in summaries for u in s.usage]))
     return out.model_copy(update={"parts": shared.children})
 
@@ -253,6 +249,22 @@ async def _translate_block(res: Resources, recipe: TranslateRecipe, fingerprint:
                             waited_s=waited, usage=usage)
 
 
+def _none_pending(recipe: TranslateRecipe, summaries: list[ShardSummary]) -> None:
+    if pending := sum(s.pending for s in summaries):
+        raise UltraforgeError(f"{pending} chunks still wait in batches (batch.wait_s "
+                              f"{recipe.batch.wait_s:g} s): nothing is published; run again to "
+                              "collect them, without paying again")
+
+
+def _before_parts(recipe: TranslateRecipe, work: Input) -> ShardSummary:
+    """The chunks of several blocks, translated before the parts start (translate_shared). If
+    some still wait in a batch, the run stops here: the parts would poll that batch from several
+    processes; the next run collects it first."""
+    summary = translate_shared(recipe, work)
+    _none_pending(recipe, [summary])
+    return summary
+
+
 def land_usage(lake: Lake, key: str, usage: list[UsageRow]) -> None:
     """What the shard `key` spent, landed under a name of its own (a rerun's journal hits are
     another row set)."""
@@ -274,14 +286,16 @@ def translate_shared(recipe: TranslateRecipe, work: Input) -> ShardSummary:
 
 
 async def _translate_shared(res: Resources, recipe: TranslateRecipe, work: Input) -> ShardSummary:
-    chunks = await asyncio.to_thread(shared_chunks, res, recipe, work)
+    # without journal segments in the lake the parts could not use these answers
+    chunks = [] if res.mirror is None else await asyncio.to_thread(shared_chunks, res, recipe, work)
     _, done = await translate_chunks(res.gateway, recipe.translation, {c.text: c for c in chunks})
     usage = usage_of("translation", done.results, res.pool.cost)
     key = f"translate-{work.fingerprint[:24]}-shared"
     await asyncio.to_thread(land_usage, res.lake, key, usage)
-    failed = done.flags.get("failed", 0)
-    return ShardSummary(stage="translation", key=key, status="partial" if failed else "done",
-                        items=len(chunks), failures=failed, usage=usage)
+    failed, pending = done.flags.get("failed", 0), done.flags.get("pending", 0)
+    status = "pending" if pending else "partial" if failed else "done"
+    return ShardSummary(stage="translation", key=key, status=status, items=len(chunks),
+                        failures=failed, pending=pending, usage=usage)
 
 
 def block_chunks(res: Resources, recipe: TranslateRecipe, work: Input,
@@ -292,10 +306,15 @@ def block_chunks(res: Resources, recipe: TranslateRecipe, work: Input,
     for i in range(len(work.blocks)) if which is None else which:
         block = work.blocks[i]
         records = read_rows(work.files[block.split][block.part], options, block.start, block.stop)
-        chunks = [chunk for record in records
-                  for slot in fields.slots(record, recipe.set, recipe.feedback)
-                  for chunk in plan_text(slot.text, recipe.translation).chunks]
-        yield len(records), chunks
+        slots = [fields.slots(r, recipe.set, recipe.feedback) for r in records]
+        yield len(records), [chunk for text in texts_of(slots)
+                             for chunk in plan_text(text, recipe.translation).chunks]
+
+
+def texts_of(slots: list[list[fields.Slot]]) -> list[str]:
+    """The texts a block translates, in order: its records' slots (one rule for the blocks and
+    the pre-pass, whose chunks must be the blocks' own)."""
+    return [s.text for record_slots in slots for s in record_slots]
 
 
 def chunk_digest(chunk: Masked) -> int:
@@ -362,8 +381,7 @@ async def _translate(res: Resources, recipe: TranslateRecipe, fingerprint: str, 
     """Each record translated (with its row in the split, records without a translation left
     out), the block's stats, and every call's result."""
     slots = [fields.slots(r, recipe.set, recipe.feedback) for r in records]
-    texts = [s.text for record_slots in slots for s in record_slots]
-    outcomes, run_ = await translate_texts(res.gateway, recipe.translation, texts)
+    outcomes, run_ = await translate_texts(res.gateway, recipe.translation, texts_of(slots))
     out, flagged, i = [], [], 0
     for offset, (record, record_slots) in enumerate(zip(records, slots, strict=True)):
         row = block.row(offset)

@@ -25,7 +25,7 @@ from tasks.adapters.errors import ConfigError
 from tasks.adapters.lake import Lake
 from tasks.core.shards import Part, ScaleOut, ShardSummary
 from tasks.core.usage import UsageRow
-from tasks.scaleout import Fan, land_shard
+from tasks.scaleout import Fan, land_shard, read_part
 from tests.fixtures.factory import fast_pool, raw_duplicates, settings_env, settings_in, write_prompts
 
 pytestmark = pytest.mark.slow
@@ -101,6 +101,16 @@ def test_a_lost_part_s_shards_count_in_its_parent_s_summary(
     assert [(c.state, c.shards, c.requests_paid) for c in children] == [("Crashed", 1, 8)]
 
 
+def test_a_retried_part_s_skipped_shards_leave_the_summaries_of_the_run_that_paid(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    part = Part(index=1, count=2, parent="p-1", plan="d")
+    paid = ShardSummary(stage="generation", key="block-3", status="done", items=4, rows=8,
+                        usage=[UsageRow(stage="generation", model="m", requests=8)])
+    land_shard(lake, "ultrafeedback", part, paid)
+    land_shard(lake, "ultrafeedback", part, paid.model_copy(update={"status": "skipped", "usage": []}))
+    assert read_part(lake, "ultrafeedback", "p-1", 1) == [paid]
+
+
 def test_parts_without_their_deployment_are_a_config_error_naming_it(
         prefect_api, make_simulator, monkeypatch, tmp_path):
     sim = make_simulator("unlimited")
@@ -172,16 +182,16 @@ def test_ultrachat_and_translate_in_parts_on_a_worker_give_the_sets_of_runs_alon
         worker.terminate()
         worker.wait(timeout=30)
 
-    # the parts of each run ended well and did shards (both, in every run here so far; one is
-    # enough to share a run, and a busy machine may start the second late), and each call was
-    # paid once, as alone
+    # the parts of each run did shards (both, in every run here so far; one is enough to share
+    # a run, and on a busy machine the second may start late, even after the parent has done
+    # everything: then it is cancelled), and each call was paid once, as alone
     by_parts = {"ultrachat": chat["tables"]["parts"],
                 "translate": [p.model_dump() for p in japanese.parts]}
     for flow, parts in by_parts.items():
         ended = [(p["state"], p["shards"], p["requests_paid"]) for p in parts]
         print(flow, "parts (state, shards run, calls paid):", ended)
-        assert {state for state, _, _ in ended} == {"Completed"}, (flow, ended)
-        assert sum(shards for _, shards, _ in ended) > 0, (flow, ended)
+        assert {state for state, _, _ in ended} <= {"Completed", "Cancelled"}, (flow, ended)
+        assert any(state == "Completed" and shards > 0 for state, shards, _ in ended), (flow, ended)
     assert sim.stats()["ok_repeats"] == 0, sim.stats()["ok_repeats_by_kind"]
     assert sim.stats()["requests"] == alone_sim.stats()["requests"]
     for folder in ("exports/ultrachat/ultrachat", "exports/ultrachat-ja/ultrachat/data"):

@@ -4,6 +4,7 @@ originals kept, the same splits; a rerun makes no call; repeated system prompts 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 
 from flows.translate import TranslateParams, dry_run, translate
 from tasks.adapters.errors import ConfigError
@@ -30,6 +33,7 @@ from tasks.core.ultrafeedback.export import export_schema
 from tasks.translate.sets import plan, shared_chunks
 from tests.fixtures.factory import fast_pool, settings_env, settings_in
 from tests.fixtures.translate import strip_texts
+from tests.orchestration.test_scale_out import children_of
 
 pytestmark = pytest.mark.slow
 
@@ -169,6 +173,41 @@ def test_a_parent_with_parts_pays_the_chunks_of_several_blocks_first_and_lands_t
     # the two were in the lake before the parts were started
     segments = sorted((lake / "_journal").glob("*.parquet"))
     assert [pq.read_metadata(f).num_rows for f in segments] == [2]
+
+
+def test_a_run_with_parts_but_no_part_deployment_is_a_config_error_that_pays_nothing(
+        prefect_api, env):
+    sim, _ = env
+    # another test of this session may have made it
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectNotFound):
+        client.delete_deployment(client.read_deployment_by_name("translate/part").id)
+    params = TranslateParams(set="ultrafeedback", overrides=["batch_records=2"], scale={"parts": 2})
+    with pytest.raises(ConfigError, match="'translate/part'"):
+        translate(params)
+    assert sim.stats()["requests"] == 0  # not even the chunks of several blocks
+
+
+def test_shared_chunks_still_in_a_batch_stop_the_run_before_its_parts_and_the_next_collects_them(
+        prefect_api, make_simulator, monkeypatch, tmp_path):
+    # "24h" is 6 s here: a batch outlasts the first run's 0.5 s wait
+    sim = make_simulator("unlimited", seed=3, overrides={
+        "batch.window_s": 6, "batch.validating_s": 0.1, "batch.finalizing_s": 0.1})
+    setup(monkeypatch, tmp_path, sim)
+    translate.to_deployment(name="part").apply()  # no worker takes them
+    batched = ["batch_records=2", "translation.route=batch", "batch.linger_s=0.2", "batch.poll_s=0.2"]
+
+    first = translate(TranslateParams(set="ultrafeedback", overrides=[*batched, "batch.wait_s=0.5"],
+                                      scale={"parts": 2}), return_state=True)
+    assert first.is_failed() and "still wait in batches" in first.message
+    assert children_of(first.state_details.flow_run_id) == []  # no part was started
+    created = sim.stats()["batch"]["batches_created"]
+    assert created == 1  # the two chunks of several blocks
+
+    out = translate(TranslateParams(set="ultrafeedback", overrides=[*batched, "batch.wait_s=60"],
+                                    scale={"parts": 2}))
+    assert out.counts.records_written == 6 and out.counts.calls_paid == 14
+    stats = sim.stats()["batch"]
+    assert stats["custom_id_repeats"] == 0 and stats["batches_created"] > created
 
 
 def test_splits_of_a_derived_set_are_kept_and_the_dry_run_estimates_before_paying(prefect_api, env):
