@@ -179,8 +179,12 @@ def test_ultrachat_and_translate_in_parts_on_a_worker_give_the_sets_of_runs_alon
         chat, japanese = job({"parts": 2})
         print(f"in parts: {time.monotonic() - started:.1f} s, {sim.stats()['requests']} calls")
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        worker.terminate()  # a worker may take its time to stop: then it is killed
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
     # the parts of each run did shards (both, in every run here so far; one is enough to share
     # a run, and on a busy machine the second may start late, even after the parent has done
