@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.factory import pool_file, recipe_file  # noqa: E402
 from benchmarks.simproc import free_port, simulator_process, stats  # noqa: E402
 from tasks.adapters.lake import Lake  # noqa: E402
+from tasks.core.shards import paid_requests  # noqa: E402
 from tasks.scaleout import read_part  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,7 +203,7 @@ def paid_by_parts(lake: Path, run_id: str, parts: int) -> list[int]:
     root = Lake(str(lake))
     runs = [n for n in root.ls("runs/ultrafeedback") if n.startswith(f"{run_id}-")]
     last = max(runs, key=lambda n: int(n.rsplit("-", 1)[1]), default=None)  # the last run count
-    return [sum(u.requests for s in read_part(root, "ultrafeedback", last, i) for u in s.usage)
+    return [paid_requests(read_part(root, "ultrafeedback", last, i))
             for i in range(parts if last else 0)]
 
 

@@ -24,7 +24,14 @@ from tasks.core.translate.prompt import system_prompt
 from tasks.core.translate.recipe import TranslateRecipe
 from tasks.core.usage import usage_table
 from tasks.reporting import markdown_table, publish_summary, write_manifest
-from tasks.translate.sets import TranslateExport, block_chunks, chunk_digest, plan, translate_set
+from tasks.translate.sets import (
+    TranslateExport,
+    block_chunks,
+    chunk_digest,
+    input_splits,
+    plan,
+    translate_set,
+)
 
 
 class TranslateParams(ShardedParams):
@@ -77,7 +84,8 @@ def dry_run(params: TranslateParams) -> dict[str, Any]:
     tin = tout = 0
     unique: Counter[int] = Counter()
     records = 0
-    for n, chunks in block_chunks(res, recipe, plan(res, recipe)):
+    _, options = input_splits(res.lake, recipe.input_path())
+    for n, chunks in block_chunks(recipe, plan(res, recipe), options):
         records += n
         for chunk in chunks:
             digest = chunk_digest(chunk)

@@ -39,7 +39,7 @@ from tasks.adapters.errors import ConfigError
 from tasks.adapters.lake import Lake
 from tasks.adapters.resources import current
 from tasks.core.ids import content_key
-from tasks.core.shards import Part, PartRun, ScaleOut, ShardSummary, merge_runs
+from tasks.core.shards import Part, PartRun, ScaleOut, ShardSummary, merge_runs, paid_requests
 from tasks.reporting import publish_summary
 from tasks.shards import run_shards
 
@@ -125,7 +125,7 @@ def read_part(lake: Lake, flow: str, parent: str, index: int) -> list[ShardSumma
 
 def end_part(flow: str, part: Part, shards: list[ShardSummary]) -> PartRun:
     """A part's end: its summary artifact, and what it returns."""
-    paid = sum(u.requests for s in shards for u in s.usage)
+    paid = paid_requests(shards)
     publish_summary(f"{flow}-part-summary", "\n".join([
         f"# {flow}: part {part.index + 1} of {part.count}", "",
         f"Parent run: `{part.parent}`", "",
@@ -139,10 +139,9 @@ class Fan:
     run's shards: if the run fails, its children are cancelled rather than left to work for a
     job that has failed."""
 
-    def __init__(self, flow: str, scale: ScaleOut, parent: str | None = None,
+    def __init__(self, flow: str, parent: str | None = None,
                  children: list[FlowRun] | None = None, first: list[ShardSummary] | None = None):
         self.flow = flow
-        self.scale = scale
         self.parent = parent
         self.children = children or []
         self.first = first or []  # what the parent's step before its parts ran
@@ -170,8 +169,8 @@ class Fan:
                              state=run.state.name if run.state else "?")
             theirs = read_part(lake, self.flow, self.parent, i)
             shards += theirs
-            child.shards = sum(s.status != "skipped" for s in theirs)
-            child.requests_paid = sum(u.requests for s in theirs for u in s.usage)
+            child.shards = len(theirs)  # (a skipped shard's summary is not landed)
+            child.requests_paid = paid_requests(theirs)
             if run.state is None or run.state.type not in (StateType.COMPLETED, StateType.CANCELLED):
                 logger.warning("%s part %d (%s) ended %s after %d shards: the parent did the "
                                "rest", self.flow, i + 1, run.name, child.state, child.shards)
@@ -191,9 +190,9 @@ def fan_out(flow: str, params: BaseModel, scale: ScaleOut, plan: str,
             raise ConfigError(f"part {scale.part.index + 1} of {scale.part.count}: this worker "
                               f"plans other shards ({plan[:12]}) than the parent did "
                               f"({scale.part.plan[:12]}); are its inputs and pool the same?")
-        return Fan(flow, scale)
+        return Fan(flow)
     if scale.parts <= 1:
-        return Fan(flow, scale)
+        return Fan(flow)
     deployment = f"{flow}/part"
     if this_run.id is None:
         raise ConfigError(f"scale.parts={scale.parts}: only a flow run can start parts")
@@ -221,7 +220,7 @@ def fan_out(flow: str, params: BaseModel, scale: ScaleOut, plan: str,
             flow_run_name=f"{this_run.name}-part-{i + 1}-of-{scale.parts}",
             idempotency_key=f"{parent}-part-{i}", tags=["ultraforge", "part"]))
     get_run_logger().info("%s: %d parts started on the work pool", flow, scale.parts)
-    return Fan(flow, scale, parent, children, first)
+    return Fan(flow, parent, children, first)
 
 
 def plan_id(*parts: Any) -> str:

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import NamedTuple
 
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
@@ -92,36 +93,38 @@ def _live(lease: dict) -> bool:
     return True
 
 
-def try_lease(lake: Lake, key: str, ttl: float = LEASE_TTL_S) -> str | None:
-    """Take the lease on `key` if nobody holds a live one; its generation, or None if held."""
+class Claim(NamedTuple):
+    """A lease taken: its generation, and whether the one before it was left unreleased by
+    someone else (its holder died or was cut off, after paying for calls it may not have
+    landed)."""
+
+    generation: str
+    taken_over: bool
+
+
+def try_lease(lake: Lake, key: str, ttl: float = LEASE_TTL_S) -> Claim | None:
+    """Take the lease on `key` if nobody holds a live one; None if held."""
     while True:
         generations = lake.ls(_lease_dir(key))
+        taken_over = False
         if generations:
             latest = generations[-1]
             lease = _read_lease(lake, key, latest)
             if lease["owner"] != OWNER and _live(lease):
                 return None
+            taken_over = lease["owner"] != OWNER and lease["expires"] > 0
             nxt = f"{int(latest) + 1:08d}"
         else:
             nxt = f"{0:08d}"
         body = json.dumps({"owner": OWNER, "expires": time.time() + ttl}).encode()
         if lake.create_bytes(f"{_lease_dir(key)}/{nxt}", body):
-            return nxt
+            return Claim(nxt, taken_over)
         # someone created that generation first: look again
 
 
 def _write_lease(lake: Lake, key: str, generation: str, expires: float) -> None:
     body = json.dumps({"owner": OWNER, "expires": expires}).encode()
     lake.write_bytes(f"{_lease_dir(key)}/{generation}", body)
-
-
-def _taken_over(lake: Lake, key: str, generation: str) -> bool:
-    """Whether the lease before `generation` was left unreleased by someone else: its holder
-    died or was cut off, after paying for calls it may not have landed."""
-    if generation == f"{0:08d}":
-        return False
-    before = _read_lease(lake, key, f"{int(generation) - 1:08d}")
-    return before["owner"] != OWNER and before["expires"] > 0
 
 
 @asynccontextmanager
@@ -134,10 +137,11 @@ async def claimed(lake: Lake, key: str, ttl: float = LEASE_TTL_S,
     segments it landed, so that its calls are not paid again (docs/engine.md#journal-segments)."""
     started = time.monotonic()
     waited = 0.0
-    while (generation := await asyncio.to_thread(try_lease, lake, key, ttl)) is None:
+    while (claim := await asyncio.to_thread(try_lease, lake, key, ttl)) is None:
         await asyncio.sleep(LEASE_POLL_S)
         waited = time.monotonic() - started
-    if on_takeover is not None and await asyncio.to_thread(_taken_over, lake, key, generation):
+    generation = claim.generation
+    if on_takeover is not None and claim.taken_over:
         await asyncio.to_thread(on_takeover)
 
     # a renewal still writing in its thread when the body ends must not land after the release

@@ -123,13 +123,8 @@ class Lake:
 
     def shard_keys(self, table: str | TableSpec, prefix: str = "") -> set[str]:
         """Keys of every landed shard of `table` starting with `prefix` (one listing call)."""
-        try:
-            names = self.fs.ls(self._path(_table(table)), detail=False)
-        except FileNotFoundError:
-            return set()
-        base = (n.rsplit("/", 1)[-1] for n in names)
-        return {b[: -len(_SUFFIX)] for b in base
-                if b.endswith(_SUFFIX) and not b.startswith(".") and b.startswith(prefix)}
+        return {n[: -len(_SUFFIX)] for n in self.ls(_table(table))
+                if n.endswith(_SUFFIX) and n.startswith(prefix)}
 
     def read_table(self, table: str | TableSpec, columns: list[str] | None = None,
                    schema: pa.Schema | None = None, prefix: str = "") -> pa.Table:

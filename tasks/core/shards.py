@@ -36,6 +36,11 @@ class ShardSummary(BaseModel):
                             "later says how the shard stands.")
 
 
+def paid_requests(shards: Iterable[ShardSummary]) -> int:
+    """Calls the shards paid for (journal hits are free)."""
+    return sum(u.requests for s in shards for u in s.usage)
+
+
 def merge_runs(summaries: Iterable[ShardSummary]) -> list[ShardSummary]:
     """One summary per shard from the runs of a parent and its parts: how it stands (status,
     items, rows, failures, pending) from its last run that did work (a later `skipped` run

@@ -298,11 +298,10 @@ async def _translate_shared(res: Resources, recipe: TranslateRecipe, work: Input
                         failures=failed, pending=pending, usage=usage)
 
 
-def block_chunks(res: Resources, recipe: TranslateRecipe, work: Input,
+def block_chunks(recipe: TranslateRecipe, work: Input, options: dict,
                  which: Iterable[int] | None = None) -> Iterator[tuple[int, list[Masked]]]:
-    """Each block's records (of `which` blocks, all by default): how many, and every chunk of
-    their texts, in order."""
-    _, options = input_splits(res.lake, recipe.input_path())
+    """Each block's records (of `which` blocks, all by default; `options`: the input's fsspec
+    options): how many, and every chunk of their texts, in order."""
     for i in range(len(work.blocks)) if which is None else which:
         block = work.blocks[i]
         records = read_rows(work.files[block.split][block.part], options, block.start, block.stop)
@@ -326,8 +325,9 @@ def shared_chunks(res: Resources, recipe: TranslateRecipe, work: Input) -> list[
     """The chunks found in more than one block, each once: one pass over the input counts the
     blocks each chunk is in (by digest), a second reads again only the blocks where each of
     those first appears."""
+    _, options = input_splits(res.lake, recipe.input_path())
     per_block = [pa.array(sorted({chunk_digest(c) for c in chunks}), pa.uint64())
-                 for _, chunks in block_chunks(res, recipe, work)]
+                 for _, chunks in block_chunks(recipe, work, options)]
     if not per_block:
         return []
     counted = pc.value_counts(pa.concat_arrays(per_block))
@@ -337,12 +337,12 @@ def shared_chunks(res: Resources, recipe: TranslateRecipe, work: Input) -> list[
     for i, digests in enumerate(per_block):
         if not left:
             break
-        hits = set(digests.filter(pc.is_in(digests, value_set=shared)).to_pylist()) & left
+        hits = left.intersection(digests.to_pylist())
         if hits:
             first.append(i)
             left -= hits
     found: dict[str, Masked] = {}
-    for _, chunks in block_chunks(res, recipe, work, first):
+    for _, chunks in block_chunks(recipe, work, options, first):
         for chunk in chunks:
             if chunk_digest(chunk) in wanted:
                 found.setdefault(chunk.text, chunk)

@@ -37,13 +37,13 @@ def test_a_live_lease_of_another_owner_is_respected(lake):
 
 def test_an_expired_lease_is_taken_over_with_the_next_generation(lake):
     _plant(lake, "k", 0, "other-host:123:someone", expires_in=-1)
-    assert shards.try_lease(lake, "k") == "00000001"
-    assert shards.try_lease(lake, "k") == "00000002"  # ours: taking it again is fine
+    assert shards.try_lease(lake, "k").generation == "00000001"
+    assert shards.try_lease(lake, "k").generation == "00000002"  # ours: taking it again is fine
 
 
 def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(lake):
     _plant(lake, "k", 0, f"{shards.HOST}:{_dead_pid()}:crashed", expires_in=60)
-    assert shards.try_lease(lake, "k") == "00000001"
+    assert shards.try_lease(lake, "k").generation == "00000001"
 
 
 async def test_claimed_waits_for_the_holder_to_release(lake, monkeypatch):

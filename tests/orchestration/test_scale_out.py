@@ -94,7 +94,7 @@ def test_a_lost_part_s_shards_count_in_its_parent_s_summary(
 
     @flow
     def parent() -> tuple:
-        return Fan("ultrafeedback", ScaleOut(parts=2), "p-1", [lost]).settle(lake)
+        return Fan("ultrafeedback", "p-1", [lost]).settle(lake)
 
     shards, children = parent()
     assert shards == [paid]
@@ -121,7 +121,7 @@ def test_parts_without_their_deployment_are_a_config_error_naming_it(
         ultrachat(params)
 
 
-def test_a_part_whose_worker_plans_other_shards_refuses_to_run_and_pays_nothing(
+def test_a_part_whose_worker_plans_other_shards_refuses_to_run_and_pays_no_dialogue_turn(
         prefect_api, make_simulator, monkeypatch, tmp_path):
     sim = make_simulator("unlimited")
     env_for(tmp_path, monkeypatch, sim)

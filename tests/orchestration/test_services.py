@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,28 +25,16 @@ import httpx
 import psutil
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from tasks.adapters.lake import Lake
 from tasks.adapters.warehouse import Warehouse
 from tests.fixtures.factory import RESULT_IDS, fast_pool, raw_duplicates
-from tests.fixtures.ops import ci_trigger_script
+from tests.fixtures.ops import ci_trigger_script, compose_config, free_port, wait_for
 from tests.orchestration.test_pipeline import SMALL
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 AUTH = "admin:test-pass"
-
-
-def compose_config() -> dict:
-    exe = shutil.which("docker-compose")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("docker-compose is not installed (.ci/run installs it)")
-        pytest.skip("docker-compose (Debian package) not installed; CI installs and runs this")
-    out = subprocess.run([exe, "--env-file", "infra/env.example", "config"], cwd=REPO,
-                         capture_output=True, text=True, check=True)
-    return yaml.safe_load(out.stdout)
 
 
 def command(config: dict, service: str, **replace: str) -> list[str]:
@@ -58,26 +45,6 @@ def command(config: dict, service: str, **replace: str) -> list[str]:
         i = argv.index(f"--{flag}")
         argv[i + 1] = value
     return argv
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, timeout: float = 90, auth: tuple[str, str] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2, auth=auth).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not come up")
 
 
 def test_compose_file_declares_the_production_stack():
@@ -155,8 +122,6 @@ def rows_per_table(lake: Lake) -> dict[str, int]:
 
 def segment_sizes(lake: Path, pid: int) -> list[int]:
     """Rows of each journal segment the process `pid` landed (`_journal/<host>-<pid>-...`)."""
-    import pyarrow.parquet as pq
-
     prefix = f"{socket.gethostname()}-{pid}-"
     return [pq.read_metadata(f).num_rows for f in sorted((lake / "_journal").glob(f"{prefix}*.parquet"))]
 

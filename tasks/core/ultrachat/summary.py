@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from tasks.core.shards import ShardSummary
+from tasks.core.shards import ShardSummary, paid_requests
 from tasks.core.ultrachat.dialogue import STOP_REASONS, DialogueRecord
 from tasks.core.ultrachat.filters import Reject
 from tasks.core.ultrachat.recipe import SECTORS
@@ -116,7 +116,7 @@ def run_report(openings: list[OpeningsSummary], shards: list[ShardSummary],
                           *(u for s in shards for u in s.usage)])
     usage = [{"role": row.pop("stage"), **row} for row in usage_table(merged)]
     speed = throughput(sum(s.items for s in shards if s.usage),
-                       sum(u.requests for s in shards for u in s.usage), dialogue_seconds)
+                       paid_requests(shards), dialogue_seconds)
     counts = {"dialogues": filtered.dialogues, "kept": filtered.kept,
               "rejected": filtered.rejected, "exported": exported.count, **speed}
     tables = {"openings": [o.model_dump(include={"sector", "wanted", "selected", "candidates",
